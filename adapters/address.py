@@ -1,0 +1,266 @@
+"""Addresses as Sendcloud wants them: street and house number apart, clean state and country codes.
+
+Shops send one free street line (Shopify `address1`, WooCommerce `address_1`); Sendcloud has
+`address_line_1` and a separate `house_number`, which the carriers of the Benelux and Germany
+need. `split_street` splits the line where it can tell the number apart and otherwise leaves it
+whole: a line that is not split loses nothing, Sendcloud can still parse it itself, while a
+wrong split puts part of the street in the house number.
+
+Some WooCommerce address plugins (PostNL, MyParcel) ask the customer for the number in a field
+of its own and keep it in the order's `meta_data`: `house_number_from_meta` reads it, and
+`build_address` then uses the street line whole.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from adapters.sendcloud import Address
+from adapters.units import text
+
+__all__ = ["build_address", "country", "house_number_from_meta", "split_street", "subdivision"]
+
+# ---------------------------------------------------------------- house number grammar
+#
+# Patterns run on a line whose whitespace is already collapsed to single spaces.
+
+#: One Unicode letter (a word character that is neither a digit nor `_`).
+_LETTER = r"[^\W\d_]"
+
+#: A hyphen, an en dash or a slash between two numbers.
+_DASH = r"[-\u2013/]"
+
+#: The number itself, with letters glued to it: `5`, `52A`, `7bis`.
+_NUMBER = rf"\d+{_LETTER}*"
+
+#: A second number or a letter after a hyphen, dash or slash: `12-14`, `12 - 14`, `3/1`, `1-A`, `12-hs`.
+_RANGE = rf"(?: ?{_DASH} ?(?:{_NUMBER}|{_LETTER}{{1,3}}))"
+
+#: An addition after a space: one letter (`5 a`, `1 A`), `bis`/`ter`/`quater`, Dutch `hs`/`bg`
+#: (ground floor), a Roman floor number (`123 III`).
+_ADDITION = rf"(?: (?:{_LETTER}|bis|ter|quater|hs|bg|II|III|IV))"
+
+#: A Belgian box number: `12 bus 3`, `12 bte 3`, `12 boîte 3`, `12 box 3`, `12 b. 3`.
+_BOX = rf"(?: (?:bus|bte|bt|boîte|boite|box|b)\.? ?{_NUMBER})"
+
+#: A Spanish or Portuguese floor and door after the number: `23, 2º`, `5, 3º B`, `7 1ª izq.`.
+_FLOOR = rf"(?:,? \d+[ºª°]\.?(?: ?{_LETTER}{{1,5}}\.?)?)"
+
+#: A whole house number written after the street.
+_HOUSE_NUMBER = rf"{_NUMBER}{_RANGE}?{_ADDITION}?{_BOX}?{_FLOOR}?"
+
+#: A word that may stand between the street and its number, and is dropped: `Nr. 5`, `n. 5`, `nº 5`.
+_NUMBER_MARK = r"(?:(?:nr|no|n[º°])\.?|n\.) ?"
+
+#: `<street>[,] [nr.] <number>`. The street is the shortest prefix that leaves a whole house
+#: number at the end, so `Rue Neuve 12 bus 3` keeps `12 bus 3` together, and a number inside
+#: the name (`Straße des 17. Juni 114`) stays in the street.
+_NUMBER_LAST = re.compile(
+    rf"(?P<street>.+?)(?:, ?| )(?:{_NUMBER_MARK})?(?P<number>{_HOUSE_NUMBER})",
+    re.IGNORECASE,
+)
+
+#: `<number>[,] <street>`: `10 Rue de Rivoli`, `221B Baker Street`, `12-14 Main St`,
+#: `306 / 39 London Circuit` (Australian unit / street number). Not an ordinal that starts a
+#: street's name: `1e Jan van der Heijdenstraat`, `2ª Travessa` (`4th`, `1st`, `2nd` never match,
+#: as at most one letter may follow the digits).
+_NUMBER_FIRST = re.compile(
+    rf"(?!\d+[eºª]\b)(?P<number>\d+{_LETTER}?(?: ?{_DASH} ?\d+{_LETTER}?)?),? (?P<street>.*{_LETTER}.*)",
+    re.IGNORECASE,
+)
+
+_MONTHS = (
+    # Polish, in the genitive of street names: `3 Maja`, `11 Listopada`.
+    "stycznia|lutego|marca|kwietnia|maja|czerwca|lipca|sierpnia|września|wrzesnia"
+    "|października|pazdziernika|listopada|grudnia"
+    # Dutch, alone or in a compound: `18 Septemberplein`.
+    "|januari|februari|maart|april|mei|juni|juli|augustus|september|oktober|november|december"
+)
+
+#: A street named after a date (`3 Maja`, `18 Septemberplein`): its leading number is part
+#: of the name, and only a number at the end can be the house number.
+_DATE_NAME = re.compile(
+    rf"\d+\.? (?:{_MONTHS})(?:plein|laan|straat|weg|park|singel|kade|hof|dreef)?(?!\w)",
+    re.IGNORECASE,
+)
+
+#: A street part that ends in a unit word: the number after it is a unit, not a house number
+#: (`Main Street Apt 5`), so the line is not split.
+_UNIT_AT_END = re.compile(
+    r"(?:^|[ ,])(?:apt|apartment|suite|ste|unit|flat|fl|floor|room|rm|bldg|building|#)\.?$",
+    re.IGNORECASE,
+)
+
+_HAS_LETTER = re.compile(_LETTER)
+_SEPARATORS = ", "
+
+
+def split_street(line: str) -> tuple[str, str | None]:
+    """Split a street line into `(street, house_number)`; the number is None when none is found.
+
+    Whitespace is trimmed and collapsed, and commas and spaces around the street are removed.
+    The conventions, tried in this order:
+
+    - number first, as in France, the UK and the US: `10 Rue de Rivoli`, `221B Baker Street`,
+      `306 / 39 London Circuit` → (`Rue de Rivoli`, `10`) ... The leading number must not be
+      an ordinal that belongs to the name (`1e Jan van der Heijdenstraat 20`, `4th Avenue`) nor
+      the day of a date-named street (`3 Maja 12`, `18 Septemberplein 3`).
+    - number last, as in most of Europe and Latin America: `Keizersgracht 123`,
+      `Avenida Paulista, 1578`, `Via Roma n. 5`, with what may follow the number: a glued
+      suffix (`52A`, `7bis`), a range (`12-14`, `12 - 14`, `Str. 3/1`, `1-A`), an addition
+      after a space (`5 a`, `7 bis`, `123 III`), a Belgian box (`12 bus 3`) or a Spanish floor
+      (`C/ Alcalá 23, 2º`). The street keeps numbers of its own name (`Straße des 17. Juni 114`).
+    - otherwise the line is kept whole: `Lansdown Glade`, `Fifth Avenue`, `Postbus`, a line
+      with only numbers (`123`), one whose last number belongs to a unit word
+      (`Main Street Apt 5`), or one with a unit before the number (`Flat 2, 10 Downing Street`).
+
+    The street always has a letter when a number is returned, both parts are substrings of the
+    collapsed line, and a non-blank line never gives an empty street. Never raises.
+    """
+    collapsed = " ".join(line.split())
+    core = collapsed.strip(_SEPARATORS)
+    if not core:
+        return collapsed, None
+    if not _DATE_NAME.match(core):
+        first = _NUMBER_FIRST.fullmatch(core)
+        if first is not None:
+            return first.group("street").strip(_SEPARATORS), first.group("number")
+    last = _NUMBER_LAST.fullmatch(core)
+    if last is not None:
+        street = last.group("street").strip(_SEPARATORS)
+        if _HAS_LETTER.search(street) and not _UNIT_AT_END.search(street):
+            return street, last.group("number")
+    return core, None
+
+
+# ---------------------------------------------------------------- WooCommerce meta
+
+
+def _meta_text(value: object) -> str | None:
+    """A meta value as text: strings stripped, integers written out, anything else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return text(value)
+    return None
+
+
+def _first_meta(meta: Mapping[str, object], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = _meta_text(meta.get(key))
+        if value is not None:
+            return value
+    return None
+
+
+def house_number_from_meta(meta: Mapping[str, object], kind: str) -> str | None:
+    """The house number a WooCommerce address plugin stored in the order's meta, or None.
+
+    `meta` maps meta keys to values (WooCommerce's `meta_data` list as a dict); `kind` is
+    `"shipping"` or `"billing"`. The number is read from `_{kind}_house_number`, then
+    `{kind}_house_number`; a suffix from `_{kind}_house_number_suffix`,
+    `{kind}_house_number_suffix`, `_{kind}_house_number_addition`, then
+    `{kind}_house_number_addition`. Strings are stripped, integers written out, blanks and
+    other types ignored.
+
+    The suffix is glued to the number when it is a single letter or starts with a hyphen or
+    slash (`12` + `a` → `12a`, `12` + `-1` → `12-1`) and otherwise joined with a space (`12` +
+    `bis` → `12 bis`, `12` + `III` → `12 III`). A suffix without a number gives None.
+    """
+    number = _first_meta(meta, (f"_{kind}_house_number", f"{kind}_house_number"))
+    if number is None:
+        return None
+    suffix = _first_meta(
+        meta,
+        (
+            f"_{kind}_house_number_suffix",
+            f"{kind}_house_number_suffix",
+            f"_{kind}_house_number_addition",
+            f"{kind}_house_number_addition",
+        ),
+    )
+    if suffix is None:
+        return number
+    if (len(suffix) == 1 and suffix.isalpha()) or suffix[0] in "-/":
+        return number + suffix
+    return f"{number} {suffix}"
+
+
+# ---------------------------------------------------------------- codes
+
+_ISO_PREFIX = re.compile(r"[A-Za-z]{2} ?- ?")
+_COUNTRY = re.compile(r"[A-Za-z]{2}")
+
+
+def subdivision(code: str | None) -> str | None:
+    """A state or province code for Sendcloud: stripped, upper-cased, without an ISO 3166-2
+    country prefix (`IT-RM` → `RM`, `ca` → `CA`, `ACT` → `ACT`); None when blank."""
+    value = text(code)
+    if value is None:
+        return None
+    prefix = _ISO_PREFIX.match(value)
+    if prefix is not None:
+        value = value[prefix.end() :]
+    return text(value.upper())
+
+
+def country(code: str | None) -> str | None:
+    """An ISO 3166-1 alpha-2 country code, stripped and upper-cased; None unless exactly two
+    ASCII letters (checked before upper-casing: `"ß".upper()` is `"SS"`)."""
+    value = text(code)
+    if value is None or not _COUNTRY.fullmatch(value):
+        return None
+    return value.upper()
+
+
+# ---------------------------------------------------------------- address
+
+
+def build_address(
+    *,
+    name: str | None,
+    company: str | None,
+    street: str | None,
+    line2: str | None,
+    postal_code: str | None,
+    city: str | None,
+    state: str | None,
+    country_code: str | None,
+    phone: str | None,
+    email: str | None,
+    house_number: str | None = None,
+) -> Address | None:
+    """A Sendcloud address from a shop's fields, or None when it has no usable address.
+
+    Blank strings count as missing. The name falls back to the company. A separate
+    `house_number` (from the shop) wins and the street is used whole, only trimmed; otherwise
+    the street is split with `split_street`. None when any field the spec requires is missing:
+    name, street, postal code, city or a two-letter country code.
+    """
+    company_name = text(company)
+    full_name = text(name) or company_name
+    line = text(street)
+    number = text(house_number)
+    if line is not None and number is None:
+        line, number = split_street(line)
+    postal = text(postal_code)
+    town = text(city)
+    country_code = country(country_code)
+    if full_name is None or line is None or postal is None or town is None or country_code is None:
+        return None
+    return Address(
+        name=full_name,
+        address_line_1=line,
+        postal_code=postal,
+        city=town,
+        country_code=country_code,
+        company_name=company_name,
+        house_number=number,
+        address_line_2=text(line2),
+        state_province_code=subdivision(state),
+        email=text(email),
+        phone_number=text(phone),
+    )

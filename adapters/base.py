@@ -1,0 +1,133 @@
+"""What every platform adapter is, and what it may raise.
+
+An adapter turns one platform's webhook into a Sendcloud order. It never imports `service`;
+the service finds adapters through the registry in `adapters/__init__.py`.
+
+Errors: `translate()` raises `TranslationError` and nothing else, for any input bytes. Its
+`reason` is a machine code the service maps to an HTTP answer (DESIGN §1 step 5):
+
+- `malformed_body`      the body is not the platform's order shape → 400, the shop may fix it
+- `no_shippable_items`  no line item needs shipping → 200 `ignored`
+- `unsupported_currency`  a well-formed order that cannot become a valid Sendcloud order →
+                        dead letter, 200 `dead_lettered` (retrying cannot change it)
+
+Adapters build orders that are valid by construction: what the shop sends is checked when it
+is decoded (typed payload Structs with constraints), and every output field is derived so that
+it meets the spec. `adapters.sendcloud.validate()` is the independent check of that claim; the
+tests run it, and the published OpenAPI schema, on every order the adapters produce, including
+orders made from fuzzed input.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Protocol
+
+from adapters.sendcloud import Order
+
+__all__ = [
+    "Adapter",
+    "Headers",
+    "Reason",
+    "TranslationError",
+    "header",
+    "hmac_sha256_base64_matches",
+    "unsupported_currency",
+]
+
+Headers = Mapping[str, str]
+
+
+class Reason(StrEnum):
+    MALFORMED_BODY = "malformed_body"
+    NO_SHIPPABLE_ITEMS = "no_shippable_items"
+    UNSUPPORTED_CURRENCY = "unsupported_currency"
+
+
+class TranslationError(Exception):
+    """The one error `translate()` raises: a machine `reason` and a human `detail`.
+
+    `detail` names fields and rules, never values: it is logged and returned to shops.
+    """
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def unsupported_currency(offered: Sequence[str], allowed: frozenset[str]) -> TranslationError:
+    """The error for an order in none of the currencies Sendcloud accepts."""
+    codes = " or ".join(sorted({code for code in offered if code})) or "none"
+    return TranslationError(
+        Reason.UNSUPPORTED_CURRENCY,
+        f"order currency {codes} is not one Sendcloud accepts ({', '.join(sorted(allowed))})",
+    )
+
+
+class Adapter(Protocol):
+    """One shop platform. Instances are immutable and safe to share between requests."""
+
+    @property
+    def platform(self) -> str:
+        """Registry key and the `{platform}` segment of the webhook URL."""
+        ...
+
+    @property
+    def order_topics(self) -> frozenset[str]:
+        """Topics whose body is an order to translate; any other topic is ignored."""
+        ...
+
+    def verify(self, headers: Headers, body: bytes, secrets: Sequence[str]) -> bool:
+        """True when the signature header matches the raw body under any of `secrets`."""
+        ...
+
+    def delivery_id(self, headers: Headers) -> str | None:
+        """The platform's id of this delivery (the same on the platform's retries)."""
+        ...
+
+    def topic(self, headers: Headers) -> str | None: ...
+
+    def translate(self, body: bytes, integration_id: int) -> Order:
+        """The raw body as one Sendcloud order for `integration_id`, or `TranslationError`."""
+        ...
+
+
+def header(headers: Headers, *names: str) -> str | None:
+    """The first of `names` present in `headers`, matched case-insensitively.
+
+    Starlette's `Headers` is already case-insensitive; plain dicts (tests, CLI) are not,
+    so fall back to a scan of lower-cased keys.
+    """
+    for name in names:
+        value = headers.get(name)
+        if value is not None:
+            return value
+    wanted = {name.lower() for name in names}
+    for key, value in headers.items():
+        if key.lower() in wanted:
+            return value
+    return None
+
+
+def hmac_sha256_base64_matches(body: bytes, signature: str | None, secrets: Sequence[str]) -> bool:
+    """Shopify's and WooCommerce's recipe: base64(HMAC-SHA256(secret, raw body)).
+
+    Every secret is tried (rotation: old and new both valid) and every comparison is
+    constant time, so the answer's timing does not depend on which secret matched or on how
+    much of the signature was right.
+    """
+    if not signature:
+        return False
+    received = signature.strip().encode("ascii", "replace")
+    matched = False
+    for secret in secrets:
+        if not secret:
+            continue
+        expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
+        matched |= hmac.compare_digest(expected, received)
+    return matched

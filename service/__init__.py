@@ -1,0 +1,1 @@
+"""order-bridge service: HTTP app, config, buffer, Sendcloud client, logging, metrics and CLI."""

@@ -1,0 +1,92 @@
+"""Any input bytes give a valid Sendcloud order or a `TranslationError`, never another exception."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapters import ADAPTERS, DEFAULT_CURRENCIES, Order, TranslationError, get_adapter
+from adapters.sendcloud import ENCODER, validate
+from tests.sendcloud_schema import order_validator
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SEEDS = {
+    platform: [json.loads(path.read_bytes()) for path in sorted((FIXTURES / platform).glob("*.json"))]
+    for platform in ADAPTERS
+}
+VALIDATOR = order_validator(DEFAULT_CURRENCIES)
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.sampled_from(["", "0", "-1", "NaN", "1e999", "12.50", "2024-01-01T00:00:00", "2024-01-01T00:00:00+02:00"]),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def _check(platform: str, body: bytes) -> None:
+    try:
+        order = get_adapter(platform).translate(body, 7)
+    except TranslationError as exc:
+        assert exc.reason and exc.detail
+        return
+    assert isinstance(order, Order)
+    validate(order)
+    errors = list(VALIDATOR.iter_errors(json.loads(ENCODER.encode(order))))
+    assert not errors, errors[0].message
+
+
+def _mutate(value: Any, path: list[int], replacement: Any) -> Any:
+    """Replace the node reached by following `path` (indexes into keys or items) with `replacement`."""
+    if not path or not isinstance(value, dict | list) or not value:
+        return replacement
+    keys = list(value) if isinstance(value, dict) else list(range(len(value)))
+    key = keys[path[0] % len(keys)]
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[key] = _mutate(value[key], path[1:], replacement)
+    return copy
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(platform=st.sampled_from(sorted(ADAPTERS)), body=st.binary(max_size=300))
+def test_arbitrary_bytes(platform: str, body: bytes) -> None:
+    """Random bytes never raise anything but TranslationError."""
+    _check(platform, body)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(platform=st.sampled_from(sorted(ADAPTERS)), value=json_values)
+def test_arbitrary_json(platform: str, value: Any) -> None:
+    """Random JSON documents never raise anything but TranslationError."""
+    _check(platform, json.dumps(value).encode())
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    platform=st.sampled_from(sorted(ADAPTERS)),
+    seed=st.integers(min_value=0, max_value=100),
+    mutations=st.lists(st.tuples(st.lists(st.integers(0, 50), min_size=1, max_size=5), json_values), max_size=4),
+)
+def test_mutated_real_orders(platform: str, seed: int, mutations: list[tuple[list[int], Any]]) -> None:
+    """Real orders with random fields replaced by random JSON give a valid order or TranslationError."""
+    samples = SEEDS[platform]
+    value = samples[seed % len(samples)]
+    for path, replacement in mutations:
+        value = _mutate(value, path, replacement)
+    _check(platform, json.dumps(value).encode())
+
+
+def test_deeply_nested_and_huge_numbers() -> None:
+    """Pathological JSON (deep nesting, 5,000-digit ids, huge exponents) is refused cleanly."""
+    for platform in ADAPTERS:
+        _check(platform, b"[" * 100_000 + b"]" * 100_000)
+        _check(platform, b'{"id": ' + b"9" * 5000 + b', "line_items": []}')
+        _check(platform, b'{"id": 1, "total_price": 1e999999, "line_items": [{"price": "1e999999", "quantity": 1}]}')
