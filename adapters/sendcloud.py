@@ -16,6 +16,7 @@ Unset fields are omitted from the JSON (`omit_defaults`), and string fields the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -59,9 +60,11 @@ __all__ = [
 DEFAULT_CURRENCIES: frozenset[str] = frozenset({"EUR", "GBP", "USD"})
 
 NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
-CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
-CurrencyCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217")]
-DecimalString = Annotated[str, msgspec.Meta(pattern=r"^\d+(\.\d+)?$")]
+# Patterns use `\Z` and `[0-9]`: msgspec matches with `re.search`, where `$` also matches before
+# a final newline and `\d` matches any script's digits.
+CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}\Z", description="ISO 3166-1 alpha-2")]
+CurrencyCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}\Z", description="ISO 4217")]
+DecimalString = Annotated[str, msgspec.Meta(pattern=r"^[0-9]+(\.[0-9]+)?\Z")]
 DateTimeTz = Annotated[datetime, msgspec.Meta(tz=True, description="ISO 8601 with an offset")]
 Quantity = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -328,20 +331,25 @@ def encode_orders(orders: Iterable[Order]) -> bytes:
     return ENCODER.encode(list(orders))
 
 
-def _prices(order: Order) -> Iterator[Price]:
+def _prices(order: Order) -> Iterator[tuple[str, Price]]:
+    """Every Price of the order with its JSON path."""
     payment = order.payment_details
-    yield payment.total_price
-    for price in (payment.subtotal_price, payment.estimated_shipping_price, payment.estimated_tax_price):
+    for name in ("total_price", "subtotal_price", "estimated_shipping_price", "estimated_tax_price"):
+        price = getattr(payment, name)
         if price is not None:
-            yield price
-    for item in order.order_details.order_items:
-        yield item.total_price
+            yield f"$.payment_details.{name}", price
+    for index, item in enumerate(order.order_details.order_items):
+        yield f"$.order_details.order_items[{index}].total_price", item.total_price
         if item.unit_price is not None:
-            yield item.unit_price
+            yield f"$.order_details.order_items[{index}].unit_price", item.unit_price
+
+
+#: msgspec quotes the offending value in some messages (`Invalid enum value 'x'`).
+_QUOTED = re.compile(r"'[^']*'")
 
 
 class InvalidOrder(ValueError):
-    """An order that breaks the spec's constraints; `path` is where (e.g. `$.order_id`)."""
+    """An order that breaks the spec's constraints; the message names the path and the rule."""
 
 
 def validate(order: Order, currencies: frozenset[str] = DEFAULT_CURRENCIES) -> Order:
@@ -349,13 +357,13 @@ def validate(order: Order, currencies: frozenset[str] = DEFAULT_CURRENCIES) -> O
 
     The message names the field and the rule, never the value (orders carry personal data).
     """
+    for path, price in _prices(order):
+        if not isinstance(price.value, Decimal) or not price.value.is_finite():
+            raise InvalidOrder(f"Expected a finite number - at `{path}.value`")
+        if price.currency not in currencies:
+            raise InvalidOrder(f"Expected one of {', '.join(sorted(currencies))} - at `{path}.currency`")
     try:
         _DECODER.decode(ENCODER.encode(order))
-    except (msgspec.ValidationError, ValueError) as exc:
-        raise InvalidOrder(str(exc)) from None
-    for price in _prices(order):
-        if price.currency not in currencies:
-            raise InvalidOrder(f"currency {price.currency} is not one of {', '.join(sorted(currencies))}")
-        if not price.value.is_finite():
-            raise InvalidOrder("price value is not a finite number")
+    except (msgspec.ValidationError, msgspec.EncodeError, ValueError) as exc:
+        raise InvalidOrder(_QUOTED.sub("'…'", str(exc))) from None
     return order
