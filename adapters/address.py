@@ -192,7 +192,6 @@ def house_number_from_meta(meta: Mapping[str, object], kind: str) -> str | None:
 # ---------------------------------------------------------------- codes
 
 _ISO_PREFIX = re.compile(r"[A-Za-z]{2} ?- ?")
-_COUNTRY = re.compile(r"[A-Za-z]{2}")
 
 
 def subdivision(code: str | None) -> str | None:
@@ -201,9 +200,10 @@ def subdivision(code: str | None) -> str | None:
     value = text(code)
     if value is None:
         return None
-    prefix = _ISO_PREFIX.match(value)
-    if prefix is not None:
-        value = value[prefix.end() :]
+    if "-" in value:  # the common case, a bare code (`CA`, `ACT`), needs no regex
+        prefix = _ISO_PREFIX.match(value)
+        if prefix is not None:
+            value = value[prefix.end() :]
     return text(value.upper())
 
 
@@ -211,7 +211,7 @@ def country(code: str | None) -> str | None:
     """An ISO 3166-1 alpha-2 country code, stripped and upper-cased; None unless exactly two
     ASCII letters (checked before upper-casing: `"ß".upper()` is `"SS"`)."""
     value = text(code)
-    if value is None or not _COUNTRY.fullmatch(value):
+    if value is None or len(value) != 2 or not (value.isascii() and value.isalpha()):
         return None
     return value.upper()
 

@@ -44,7 +44,18 @@ from adapters.sendcloud import (
     Status,
     Weight,
 )
-from adapters.units import ZERO, PlatformId, Quantity, amount, costs_value, full_name, grams_to_kg, text, unescaped
+from adapters.units import (
+    MAX_AMOUNT,
+    ZERO,
+    PlatformId,
+    Quantity,
+    amount,
+    costs_value,
+    full_name,
+    grams_to_kg,
+    text,
+    unescaped,
+)
 
 __all__ = ["ShopifyAdapter"]
 
@@ -211,7 +222,9 @@ class _MoneyPicker:
 
     def amount(self, plain: Decimal | None, raw_set: MoneySetRaw, field: str) -> Decimal:
         """The amount of `field` in the chosen currency (0 when the shop left it out)."""
-        if not self.presentment and plain is not None:
+        if plain is not None and not self.presentment:
+            if plain.is_finite() and -MAX_AMOUNT < plain < MAX_AMOUNT:  # inline fast path of amount()
+                return plain
             return amount(plain, field)
         money_set = _money_set(raw_set, field)
         money = money_set.presentment_money if self.presentment else money_set.shop_money
@@ -244,20 +257,15 @@ def _presentment_code(raw_set: MoneySetRaw) -> str | None:
 # ---------------------------------------------------------------- pieces of the order
 
 
-def _quantity(line: _LineItem) -> int:
-    return line.current_quantity if line.current_quantity is not None else line.quantity
-
-
-def _ships(line: _LineItem) -> bool:
-    return line.requires_shipping is not False
-
-
 def _shippable(order: _Order) -> list[tuple[_LineItem, int]]:
-    """The lines to ship with their quantities; `no_shippable_items` when there are none."""
-    shippable = [line for line in order.line_items if _ships(line)]
+    """The lines to ship with their quantities (`current_quantity`, else `quantity`).
+
+    `no_shippable_items` when no line requires shipping, or every such line is at 0.
+    """
+    shippable = [line for line in order.line_items if line.requires_shipping is not False]
     if not shippable:
         raise TranslationError(Reason.NO_SHIPPABLE_ITEMS, "no line item requires shipping")
-    lines = [(line, _quantity(line)) for line in shippable]
+    lines = [(line, line.quantity if line.current_quantity is None else line.current_quantity) for line in shippable]
     if order.cancelled_at is not None and all(quantity <= 0 for _, quantity in lines):
         # A cancellation with restock sets every current_quantity to 0; the cancel must
         # still reach Sendcloud, or the merchant ships a cancelled order.
