@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The service on 127.0.0.1:8080 against the built-in Sendcloud sandbox (no credentials needed).
+# In another terminal: .venv/bin/order-bridge send-sample --platform shopify http://127.0.0.1:8080/webhooks/shopify/1
 run: $(STAMP)
-	$(BIN)/order-bridge translate --platform shopify --integration-id 1 service/samples/shopify.json
-	$(BIN)/order-bridge translate --platform woocommerce --integration-id 2 service/samples/woocommerce.json
+	$(BIN)/order-bridge serve --config examples/sandbox.toml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

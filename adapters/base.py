@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Protocol
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 Headers = Mapping[str, str]
+
+_CODE = re.compile(r"[A-Z]{3}")
 
 
 class Reason(StrEnum):
@@ -62,7 +65,8 @@ class TranslationError(Exception):
 
 def unsupported_currency(offered: Sequence[str], allowed: frozenset[str]) -> TranslationError:
     """The error for an order in none of the currencies Sendcloud accepts."""
-    codes = " or ".join(sorted({code for code in offered if code})) or "none"
+    # Only well-formed codes are repeated: the detail must never echo arbitrary payload text.
+    codes = " or ".join(sorted({c if _CODE.fullmatch(c) else "an invalid code" for c in offered if c})) or "none"
     return TranslationError(
         Reason.UNSUPPORTED_CURRENCY,
         f"order currency {codes} is not one Sendcloud accepts ({', '.join(sorted(allowed))})",

@@ -1,15 +1,21 @@
 """The `order-bridge` command (also `python -m service`).
 
-Subcommands: `translate` (one webhook body → the Sendcloud order JSON). `serve`,
-`send-sample` and `check-config` arrive with the HTTP service.
+- `serve`          run the service (`--config FILE` or `ORDER_BRIDGE_CONFIG`)
+- `check-config`   validate a config file without starting
+- `translate`      one webhook body → the Sendcloud order JSON
+- `send-sample`    post a correctly signed sample webhook to a running service
+- `fake-sendcloud` run the built-in Sendcloud simulator on its own port
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 import msgspec
 
@@ -17,6 +23,10 @@ from adapters import ADAPTERS, DEFAULT_CURRENCIES, TranslationError, get_adapter
 from adapters.sendcloud import ENCODER
 
 __all__ = ["main"]
+
+SAMPLES = Path(__file__).parent / "samples"
+#: The example config's secrets (examples/sandbox.toml), so `send-sample` works out of the box.
+SAMPLE_SECRETS = {"shopify": "sandbox-shopify-secret", "woocommerce": "sandbox-woocommerce-secret"}
 
 
 def _currencies(value: str) -> frozenset[str]:
@@ -27,8 +37,16 @@ def _currencies(value: str) -> frozenset[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="order-bridge", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="order-bridge", description="Shop order webhooks → Sendcloud orders.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the service")
+    serve.add_argument("--config", help="config file (default: $ORDER_BRIDGE_CONFIG)")
+    serve.add_argument("--host", help="overrides [server] host")
+    serve.add_argument("--port", type=int, help="overrides [server] port")
+
+    check = commands.add_parser("check-config", help="validate a config file without starting")
+    check.add_argument("file", help="the TOML config")
 
     translate = commands.add_parser("translate", help="print the Sendcloud order for one webhook body")
     translate.add_argument("--platform", required=True, choices=sorted(ADAPTERS))
@@ -37,10 +55,81 @@ def _parser() -> argparse.ArgumentParser:
         "--currencies",
         type=_currencies,
         default=DEFAULT_CURRENCIES,
-        help="currencies Sendcloud accepts (default: %(default)s)",
+        help="currencies Sendcloud accepts (default: EUR,GBP,USD)",
     )
     translate.add_argument("file", type=Path, help="the webhook body, as the shop sends it ('-' for stdin)")
+
+    sample = commands.add_parser("send-sample", help="post a signed sample order webhook to a running service")
+    sample.add_argument("--platform", required=True, choices=sorted(ADAPTERS))
+    sample.add_argument("--secret", help="webhook secret (default: the example config's secret for the platform)")
+    sample.add_argument("--file", type=Path, help="body to send (default: the bundled sample order)")
+    sample.add_argument("--topic", help="topic header (default: orders/create or order.created)")
+    sample.add_argument("url", help="e.g. http://127.0.0.1:8080/webhooks/shopify/1")
+
+    fake = commands.add_parser("fake-sendcloud", help="run the Sendcloud simulator (public key and secret: sandbox)")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=8081)
     return parser
+
+
+def _fail(message: str, code: int = 2) -> int:
+    sys.stderr.write(f"order-bridge: {message}\n")
+    return code
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from service.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        return _fail(f"{args.file}: {exc}", 1)
+    integrations = ", ".join(f"{i.id} ({i.platform})" for i in config.integrations)
+    sys.stdout.write(f"{args.file}: ok; integrations: {integrations}; sendcloud: {config.sendcloud.base_url}\n")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.config import ConfigError, load_config
+    from service.logging import configure_logging
+
+    path = args.config or os.environ.get("ORDER_BRIDGE_CONFIG")
+    if not path:
+        return _fail("no config: pass --config FILE or set ORDER_BRIDGE_CONFIG")
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return _fail(f"{path}: {exc}")
+    configure_logging(config.logging.level)
+    app = create_app(config)
+    state = app.state.order_bridge
+
+    class Server(uvicorn.Server):
+        """uvicorn, but SIGTERM first turns readiness and new webhooks to 503 (DESIGN §8)."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            state.begin_shutdown()
+            super().handle_exit(sig, frame)
+
+    server = Server(
+        uvicorn.Config(
+            app,
+            host=args.host or config.server.host,
+            port=args.port or config.server.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            server_header=False,
+        )
+    )
+    server.run()
+    return 0
 
 
 def _translate(args: argparse.Namespace) -> int:
@@ -56,8 +145,42 @@ def _translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _send_sample(args: argparse.Namespace) -> int:
+    import httpx
+
+    from service.signing import sign
+
+    body = args.file.read_bytes() if args.file else (SAMPLES / f"{args.platform}.json").read_bytes()
+    secret = args.secret or SAMPLE_SECRETS[args.platform]
+    headers = sign(args.platform, body, secret, topic=args.topic, delivery_id=str(uuid.uuid4()))
+    try:
+        response = httpx.post(args.url, content=body, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        return _fail(f"could not reach {args.url}: {exc}", 1)
+    sys.stdout.write(f"{response.status_code} {response.text}\n")
+    return 0 if response.status_code == 200 else 1
+
+
+def _fake_sendcloud(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.fake_sendcloud import FakeSendcloud, create_app
+    from service.logging import configure_logging
+
+    configure_logging("INFO")
+    uvicorn.run(create_app(FakeSendcloud.sandbox()), host=args.host, port=args.port, log_config=None)
+    return 0
+
+
+_COMMANDS = {
+    "serve": _serve,
+    "check-config": _check_config,
+    "translate": _translate,
+    "send-sample": _send_sample,
+    "fake-sendcloud": _fake_sendcloud,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "translate":
-        return _translate(args)
-    raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover - argparse rejects others
+    return _COMMANDS[args.command](args)

@@ -19,6 +19,7 @@ SEEDS = {
     for platform in ADAPTERS
 }
 VALIDATOR = order_validator(DEFAULT_CURRENCIES)
+MSGSPEC_WORDS = {"null", "true", "false", "object", "array", "string", "number", "bool", "float", "decimal"}
 
 json_values = st.recursive(
     st.none()
@@ -49,7 +50,8 @@ def _check(platform: str, body: bytes, planted: list[str] | None = None) -> None
     except TranslationError as exc:
         assert exc.reason and exc.detail
         for value in planted or []:
-            if len(value.strip()) >= 4:
+            # msgspec's own words ("got `null`") are not an echo of the payload.
+            if len(value.strip()) >= 4 and value.strip().lower() not in MSGSPEC_WORDS:
                 assert value not in exc.detail, f"error detail repeats a payload value: {exc.detail}"
         return
     assert isinstance(order, Order)

@@ -1,0 +1,347 @@
+"""The HTTP service (DESIGN §3): the webhook route, health, readiness and metrics.
+
+`POST /webhooks/{platform}/{integration_id}` runs the steps of DESIGN §1 in order — guard,
+verify, dedupe, filter, translate, buffer, answer — and answers within milliseconds; Sendcloud
+is only ever called by the buffer's flush tasks. Every answer to a client is JSON; nothing a
+client sends can cause a 500 (an unexpected failure answers 503, which shops retry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import httpx
+import msgspec
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from adapters import Adapter, Reason, TranslationError, get_adapter
+from service.buffer import Buffer, BufferClosed, BufferFull, BufferSettings
+from service.config import Config, IntegrationConfig
+from service.deadletters import DeadLetter, DeadLetters
+from service.dedupe import SeenDeliveries
+from service.fake_sendcloud import FakeSendcloud
+from service.fake_sendcloud import create_app as create_fake_app
+from service.lanes import AddResult
+from service.metrics import Metrics
+from service.ratelimit import RateLimiter
+from service.sendcloud import SendcloudClient
+
+__all__ = ["AppState", "create_app"]
+
+_log = structlog.get_logger("order_bridge.webhook")
+
+_PING = re.compile(rb"\s*webhook_id=\d+\s*")
+#: seconds a shop is asked to wait before retrying a 503
+RETRY_AFTER_SECONDS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class _Integration:
+    config: IntegrationConfig
+    adapter: Adapter
+    secrets: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class AppState:
+    """Everything a request needs, built once by `create_app`."""
+
+    config: Config
+    metrics: Metrics
+    buffer: Buffer
+    deadletters: DeadLetters
+    client: SendcloudClient
+    seen: SeenDeliveries
+    integrations: Mapping[int, _Integration]
+    sandbox: FakeSendcloud | None = None
+    shutting_down: bool = False
+    started: bool = False
+
+    def begin_shutdown(self) -> None:
+        """From now on `/readyz` answers 503 and webhooks get 503 (DESIGN §8)."""
+        if not self.shutting_down:
+            self.shutting_down = True
+            _log.info("shutdown.begin", pending=self.buffer.pending())
+
+
+# ---------------------------------------------------------------- answers
+
+
+def _json(status: int, body: Mapping[str, object], headers: Mapping[str, str] | None = None) -> Response:
+    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json", headers=headers)
+
+
+_ACCEPTED = Response(b'{"status":"accepted"}', media_type="application/json")
+_DUPLICATE = Response(b'{"status":"duplicate"}', media_type="application/json")
+_DEAD_LETTERED = Response(b'{"status":"dead_lettered"}', media_type="application/json")
+
+
+def _ignored(reason: str) -> Response:
+    return _json(200, {"status": "ignored", "reason": reason})
+
+
+def _error(status: int, code: str, detail: str, *, retry: bool = False) -> Response:
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if retry else None
+    return _json(status, {"error": code, "detail": detail}, headers)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused as soon as it is known to exceed `limit` bytes (never read whole)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _is_json(content_type: str | None, body: bytes) -> bool:
+    if content_type:
+        media = content_type.split(";", 1)[0].strip().lower()
+        return media == "application/json" or media.endswith("+json")
+    return body.lstrip()[:1] in (b"{", b"[")
+
+
+# ---------------------------------------------------------------- the webhook
+
+
+async def webhook(request: Request) -> Response:
+    state: AppState = request.app.state.order_bridge
+    platform = request.path_params["platform"]
+    started = state.buffer.clock()
+    outcome = "error"
+    try:
+        response, outcome = await _handle(state, request, platform, started)
+    except Exception:  # a bug: the shop retries a 503, so nothing is lost
+        _log.exception("webhook.error", platform=platform)
+        response = _error(503, "internal_error", "The order could not be taken; retry later.", retry=True)
+    state.metrics.webhooks.labels(platform=platform, outcome=outcome).inc()
+    state.metrics.webhook_duration.observe(state.buffer.clock() - started)
+    return response
+
+
+async def _handle(state: AppState, request: Request, platform: str, started: float) -> tuple[Response, str]:
+    raw_id = request.path_params["integration_id"]
+    integration = state.integrations.get(int(raw_id)) if raw_id.isdigit() and len(raw_id) < 19 else None
+    log = _log.bind(platform=platform, integration_id=int(raw_id) if integration else raw_id)
+    if integration is None or integration.config.platform != platform:
+        log.info("webhook.rejected", status=404, error="unknown_integration")
+        return _error(404, "unknown_integration", "No such integration for this platform."), "not_found"
+    if state.shutting_down:
+        log.info("webhook.rejected", status=503, error="shutting_down")
+        return _error(503, "shutting_down", "The service is restarting; retry later.", retry=True), "unavailable"
+    try:
+        body = await _read_body(request, state.config.server.max_body_bytes)
+    except _TooLarge:
+        log.info("webhook.rejected", status=413, error="payload_too_large")
+        limit = state.config.server.max_body_bytes
+        return _error(413, "payload_too_large", f"The body is over {limit} bytes."), "too_large"
+    except ClientDisconnect:
+        return _error(400, "client_disconnected", "The body did not arrive whole."), "bad_request"
+
+    adapter = integration.adapter
+    if platform == "woocommerce" and _PING.fullmatch(body):
+        log.info("webhook.ignored", reason="ping")
+        return _ignored("ping"), "ignored"
+    if not _is_json(request.headers.get("content-type"), body):
+        log.info("webhook.rejected", status=415, error="unsupported_media_type")
+        return _error(415, "unsupported_media_type", "The body must be JSON (application/json)."), "unsupported"
+    if not adapter.verify(request.headers, body, integration.secrets):
+        log.warning("webhook.rejected", status=401, error="invalid_signature")
+        return _error(401, "invalid_signature", "The signature header is missing or does not match."), "unauthorized"
+
+    delivery_id = adapter.delivery_id(request.headers)
+    log = log.bind(delivery_id=delivery_id)
+    seen_key = (integration.config.id, delivery_id)
+    if delivery_id is not None and state.seen.seen(seen_key):
+        log.info("webhook.duplicate")
+        return _DUPLICATE, "duplicate"
+    topic = adapter.topic(request.headers)
+    if topic is None:
+        log.info("webhook.rejected", status=400, error="missing_topic")
+        return _error(400, "missing_topic", "The topic header is missing."), "bad_request"
+    if topic not in adapter.order_topics:
+        log.info("webhook.ignored", reason="topic", topic=topic)
+        _remember(state, seen_key, delivery_id)
+        return _ignored("topic"), "ignored"
+
+    try:
+        order = adapter.translate(body, integration.config.id)
+    except TranslationError as exc:
+        return _untranslatable(state, integration, exc, log, seen_key, delivery_id)
+    try:
+        added = state.buffer.add(integration.config.id, platform, order, delivery_id=delivery_id, received_at=started)
+    except BufferFull:
+        log.warning("webhook.rejected", status=503, error="buffer_full", order_id=order.order_id)
+        return _error(503, "buffer_full", "Too many orders are waiting; retry later.", retry=True), "unavailable"
+    except BufferClosed:
+        log.info("webhook.rejected", status=503, error="shutting_down", order_id=order.order_id)
+        return _error(503, "shutting_down", "The service is restarting; retry later.", retry=True), "unavailable"
+    _remember(state, seen_key, delivery_id)
+    if added is AddResult.STALE:
+        log.info("order.stale", order_id=order.order_id, topic=topic)
+        return _ignored("stale"), "ignored"
+    log.info("order.buffered", order_id=order.order_id, topic=topic, coalesced=added is AddResult.COALESCED)
+    return _ACCEPTED, "accepted"
+
+
+def _remember(state: AppState, key: tuple[int, str | None], delivery_id: str | None) -> None:
+    if delivery_id is not None:
+        state.seen.remember(key)
+
+
+def _untranslatable(
+    state: AppState,
+    integration: _Integration,
+    exc: TranslationError,
+    log: structlog.typing.FilteringBoundLogger,
+    seen_key: tuple[int, str | None],
+    delivery_id: str | None,
+) -> tuple[Response, str]:
+    if exc.reason is Reason.MALFORMED_BODY:
+        log.info("webhook.rejected", status=400, error=str(exc.reason), detail=exc.detail)
+        return _error(400, str(exc.reason), exc.detail), "bad_request"
+    _remember(state, seen_key, delivery_id)
+    if exc.reason is Reason.NO_SHIPPABLE_ITEMS:
+        log.info("webhook.ignored", reason=str(exc.reason))
+        return _ignored(str(exc.reason)), "ignored"
+    state.deadletters.add(
+        DeadLetter(
+            integration_id=integration.config.id,
+            platform=integration.config.platform,
+            order_id=None,
+            reason=str(exc.reason),
+            detail=exc.detail,
+            delivery_id=delivery_id,
+        )
+    )
+    return _DEAD_LETTERED, "dead_lettered"
+
+
+# ---------------------------------------------------------------- health, readiness, metrics
+
+
+async def healthz(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+async def readyz(request: Request) -> Response:
+    state: AppState = request.app.state.order_bridge
+    reasons = []
+    if state.shutting_down:
+        reasons.append("shutting_down")
+    if not state.started:
+        reasons.append("not_started")
+    elif not state.buffer.running and not state.shutting_down:
+        reasons.append("flusher_stopped")
+    if state.buffer.above_high_water():
+        reasons.append("buffer_near_full")
+    if reasons:
+        return _json(503, {"status": "not_ready", "reasons": reasons})
+    return _json(200, {"status": "ready", "pending": state.buffer.pending()})
+
+
+async def prometheus(request: Request) -> Response:
+    state: AppState = request.app.state.order_bridge
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# ---------------------------------------------------------------- assembly
+
+
+def create_app(config: Config, *, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    """The service for `config`. `transport` replaces the network (tests); with `base_url =
+    "sandbox"` the built-in fake Sendcloud answers in-process and is mounted at `/sandbox`."""
+    metrics = Metrics()
+    sandbox: FakeSendcloud | None = None
+    routes: list[BaseRoute] = [
+        Route("/webhooks/{platform}/{integration_id}", webhook, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", prometheus, methods=["GET"]),
+    ]
+    sc = config.sendcloud
+    base_url = sc.base_url
+    public_key, secret_key = sc.public_key, sc.secret_key
+    if base_url == "sandbox":
+        sandbox = FakeSendcloud.sandbox()
+        fake_app = create_fake_app(sandbox)
+        routes.append(Mount("/sandbox", app=fake_app))
+        transport = transport or httpx.ASGITransport(app=fake_app)
+        base_url, public_key, secret_key = "http://sandbox/api/v3", "sandbox", "sandbox"
+    limiter = RateLimiter(requests_per_minute=sc.requests_per_minute, burst_per_second=sc.burst_per_second)
+    client = SendcloudClient(
+        base_url=base_url,
+        public_key=public_key,
+        secret_key=secret_key,
+        partner_id=sc.partner_id,
+        timeout=sc.timeout_seconds,
+        limiter=limiter,
+        metrics=metrics,
+        transport=transport,
+    )
+    bc = config.buffer
+    deadletters = DeadLetters(bc.dead_letter_capacity, metrics)
+    buffer = Buffer(
+        BufferSettings(
+            debounce_seconds=bc.debounce_seconds,
+            max_wait_seconds=bc.max_wait_seconds,
+            max_batch=bc.max_batch,
+            max_pending=bc.max_pending,
+        ),
+        client,
+        deadletters,
+        metrics,
+    )
+    currencies = frozenset(sc.currencies)
+    integrations = {
+        i.id: _Integration(i, get_adapter(i.platform, currencies), tuple(i.secrets)) for i in config.integrations
+    }
+    state = AppState(
+        config=config,
+        metrics=metrics,
+        buffer=buffer,
+        deadletters=deadletters,
+        client=client,
+        seen=SeenDeliveries(bc.dedupe_ttl_seconds, bc.dedupe_max_entries, clock=buffer.clock),
+        integrations=integrations,
+        sandbox=sandbox,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state.started = True
+        _log.info(
+            "service.started",
+            integrations=sorted(integrations),
+            sandbox=sandbox is not None,
+            debounce_seconds=bc.debounce_seconds,
+        )
+        try:
+            yield
+        finally:
+            state.begin_shutdown()
+            await buffer.close(bc.shutdown_timeout_seconds)
+            await client.aclose()
+            _log.info("service.stopped", dead_letters=len(deadletters))
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.order_bridge = state
+    return app

@@ -1,0 +1,164 @@
+"""Sendcloud's per-account rate limit, kept on our side so we are not the one who trips it.
+
+Sendcloud allows 100 unsafe (POST) requests a minute per account, in bursts of at most 15 a
+second, and answers 429 beyond that. It does not document how it counts. `RateLimiter` keeps
+both limits as *sliding windows*: a token is granted only while fewer than `per_second` tokens
+were granted in the last second **and** fewer than `per_minute` in the last 60 seconds.
+
+Why windows and not token buckets: a bucket of capacity C refilled at C per minute grants up
+to 2·C in one minute (the full bucket, then a minute of refill), and a burst bucket of
+capacity B refilled at B/s grants up to 2·B within one second. Against a counter of "requests
+in the last minute" (Django REST framework's throttles, which Sendcloud's error format
+suggests, count exactly that) a bucket therefore trips the limit on every busy start. A
+window that never holds more than N grants is safe against a sliding counter, a fixed-window
+counter and a token bucket of capacity N alike, and it still allows the full rate: N a minute,
+bursts of `per_second` at once.
+
+Safety margin: a request granted here reaches Sendcloud a network round trip later, and
+requests granted one after the other can arrive closer together than they were granted. So
+the windows hold less than the documented limits: `margin` (default 0.9) of the per-minute
+limit and `burst_per_second - burst_headroom` (default: one less) per second, never less
+than 1.
+
+Waiters are served first come, first served (an `asyncio.Lock`, whose waiters queue in
+order), so one busy lane cannot starve the others sharing the account. `RateLimiters` hands
+out one limiter per account (public key + base URL), so every lane on the same credentials
+draws from the same windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+__all__ = ["RateLimiter", "RateLimiters"]
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+_SECOND = 1.0
+_MINUTE = 60.0
+#: Waits shorter than this are treated as over: a fake clock (or an event loop that wakes a
+#: timer a hair early) must not spin on float rounding at a window's edge.
+_EPSILON = 1e-6
+
+
+class RateLimiter:
+    """Grants tokens at most `per_second` per second and `per_minute` per minute, in FIFO order.
+
+    `clock` and `sleep` are injectable so tests can run the limiter on a fake clock; they must
+    agree (after `await sleep(d)`, `clock()` has advanced by at least `d`).
+    """
+
+    def __init__(
+        self,
+        *,
+        requests_per_minute: int = 100,
+        burst_per_second: int = 15,
+        margin: float = 0.9,
+        burst_headroom: int = 1,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if requests_per_minute < 1 or burst_per_second < 1:
+            raise ValueError("requests_per_minute and burst_per_second must be at least 1")
+        if not 0 < margin <= 1:
+            raise ValueError("margin must be in (0, 1]")
+        if burst_headroom < 0:
+            raise ValueError("burst_headroom must not be negative")
+        #: Grants allowed in any 60 s window: the configured limit less the margin.
+        self.per_minute = max(1, math.floor(requests_per_minute * margin))
+        #: Grants allowed in any 1 s window: the configured burst less the headroom.
+        self.per_second = max(1, burst_per_second - burst_headroom)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+        self._minute: deque[float] = deque()
+        self._second: deque[float] = deque()
+        self._not_before = -math.inf
+
+    async def acquire(self) -> float:
+        """Wait until both windows have room, take a token, return the seconds waited."""
+        start = self._clock()
+        async with self._lock:
+            while True:
+                now = self._clock()
+                wait = self._wait(now)
+                if wait <= _EPSILON:
+                    self._second.append(now)
+                    self._minute.append(now)
+                    return max(0.0, now - start)
+                await self._sleep(wait)
+
+    def defer(self, seconds: float) -> None:
+        """Grant no token for `seconds` from now, e.g. after Sendcloud answered 429 + `Retry-After`.
+
+        Every lane sharing the account then holds back, not only the one that was told.
+        """
+        if math.isfinite(seconds) and seconds > 0:
+            self._not_before = max(self._not_before, self._clock() + seconds)
+
+    def _wait(self, now: float) -> float:
+        """Seconds until a token may be granted at `now` (≤ 0: right away)."""
+        _expire(self._second, now - _SECOND)
+        _expire(self._minute, now - _MINUTE)
+        wait = self._not_before - now
+        if len(self._second) >= self.per_second:
+            wait = max(wait, self._second[-self.per_second] + _SECOND - now)
+        if len(self._minute) >= self.per_minute:
+            wait = max(wait, self._minute[-self.per_minute] + _MINUTE - now)
+        return wait
+
+
+def _expire(window: deque[float], horizon: float) -> None:
+    """Drop grants at or before `horizon`: they no longer count against the window."""
+    while window and window[0] <= horizon + _EPSILON:
+        window.popleft()
+
+
+class RateLimiters:
+    """One `RateLimiter` per Sendcloud account, shared by every lane on the same credentials.
+
+    An account is its public key at a base URL (a sandbox and production key never share a
+    limit). Asking again for the same account returns the same limiter; asking with other
+    limits is a configuration error.
+    """
+
+    def __init__(
+        self,
+        *,
+        margin: float = 0.9,
+        burst_headroom: int = 1,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._margin = margin
+        self._burst_headroom = burst_headroom
+        self._clock = clock
+        self._sleep = sleep
+        self._limiters: dict[tuple[str, str], tuple[tuple[int, int], RateLimiter]] = {}
+
+    def for_account(
+        self, *, base_url: str, public_key: str, requests_per_minute: int, burst_per_second: int
+    ) -> RateLimiter:
+        """The limiter of the account `public_key` at `base_url`, created on first use."""
+        key = (base_url.rstrip("/"), public_key)
+        limits = (requests_per_minute, burst_per_second)
+        known = self._limiters.get(key)
+        if known is not None:
+            if known[0] != limits:
+                raise ValueError(f"conflicting rate limits for one Sendcloud account at {key[0]}")
+            return known[1]
+        limiter = RateLimiter(
+            requests_per_minute=requests_per_minute,
+            burst_per_second=burst_per_second,
+            margin=self._margin,
+            burst_headroom=self._burst_headroom,
+            clock=self._clock,
+            sleep=self._sleep,
+        )
+        self._limiters[key] = (limits, limiter)
+        return limiter

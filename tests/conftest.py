@@ -1,0 +1,227 @@
+"""Shared test fixtures: real servers on 127.0.0.1 (uvicorn in a thread), the fake Sendcloud,
+and the service wired to it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from hypothesis import settings
+
+from service.logging import configure_logging
+
+# Property tests explore new examples locally; in CI (CI=true) they replay a fixed sequence, so a
+# landing is never decided by a random draw. A failure prints the blob to reproduce it.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _json_logging() -> None:
+    """The service's real logging setup, re-configurable so `capture_logs` works."""
+    configure_logging("DEBUG", cache=False)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class ServerThread:
+    """An ASGI app served by uvicorn on a free 127.0.0.1 port, in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=30)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.server.run(sockets=[self.sock])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        # uvicorn installs signal handlers only in the main thread; here it cannot, which is what we want.
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+        self.sock.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """`serve(app)` starts `app` on a free port; every server stops at the end of the test."""
+    servers: list[ServerThread] = []
+
+    def start(app: Any) -> ServerThread:
+        server = ServerThread(app).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in reversed(servers):
+        server.__exit__()
+
+
+# ---------------------------------------------------------------- the service against the fake
+
+SECRETS = {"shopify": "shopify-test-secret", "woocommerce": "woocommerce-test-secret"}
+#: integration id → platform, as configured for every stack
+INTEGRATIONS = {7: "shopify", 8: "woocommerce", **{100 + n: "shopify" for n in range(20)}}
+PUBLIC_KEY, SECRET_KEY = "test-public-key", "test-secret-key"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def service_toml(sendcloud_url: str, **sections: dict[str, object]) -> str:
+    """A config for the service under test; `sections` override keys per table."""
+    tables: dict[str, dict[str, object]] = {
+        "server": {"host": "127.0.0.1", "port": 8080},
+        "sendcloud": {"base_url": sendcloud_url, "public_key": PUBLIC_KEY, "secret_key": SECRET_KEY},
+        "buffer": {"debounce_seconds": 0.05, "max_wait_seconds": 0.5, "shutdown_timeout_seconds": 10.0},
+        "logging": {"level": "DEBUG"},
+    }
+    for name, values in sections.items():
+        tables.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in tables.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+    for integration_id, platform in INTEGRATIONS.items():
+        lines += ["[[integrations]]", f"id = {integration_id}", f'platform = "{platform}"']
+        lines.append(f"secrets = [{_toml_value(SECRETS[platform])}]")
+    return "\n".join(lines) + "\n"
+
+
+class Stack:
+    """The fake Sendcloud and the service, both served on 127.0.0.1."""
+
+    def __init__(self, fake: Any, fake_server: ServerThread, service_server: ServerThread) -> None:
+        self.fake = fake
+        self.fake_server = fake_server
+        self.service_server = service_server
+        self.state = service_server.app.state.order_bridge
+
+    @property
+    def url(self) -> str:
+        return self.service_server.url
+
+    def stop_service(self) -> None:
+        self.service_server.__exit__()
+
+
+@pytest.fixture
+def stack(serve: Any) -> Any:
+    """`stack(fake=None, **sections)`: a fake Sendcloud and the service configured against it."""
+    from service.app import create_app
+    from service.config import loads_config
+    from service.fake_sendcloud import Account, FakeSendcloud
+    from service.fake_sendcloud import create_app as create_fake
+
+    def start(fake: FakeSendcloud | None = None, **sections: dict[str, object]) -> Stack:
+        fake = fake or FakeSendcloud(accounts={PUBLIC_KEY: Account(SECRET_KEY, frozenset(INTEGRATIONS))})
+        fake_server = serve(create_fake(fake))
+        config = loads_config(service_toml(fake_server.url + "/api/v3", **sections))
+        return Stack(fake, fake_server, serve(create_app(config)))
+
+    return start
+
+
+# ---------------------------------------------------------------- the service as a real process
+
+
+class ServiceProcess:
+    """`order-bridge serve` in a child process, its JSON log lines collected from stdout."""
+
+    def __init__(self, config_path: Any, port: int) -> None:
+        import subprocess
+        import sys
+
+        self.port = port
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--config", str(config_path), "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.lines: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("service exited:\n" + b"".join(self.lines).decode(errors="replace"))
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("service not ready:\n" + b"".join(self.lines).decode(errors="replace"))
+
+    def stop(self, sig: int, timeout: float = 60.0) -> int:
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return code
+
+    def events(self) -> list[dict[str, Any]]:
+        import json
+
+        parsed = []
+        for line in self.lines:
+            try:
+                parsed.append(json.loads(line))
+            except ValueError:
+                parsed.append({"event": "<not json>", "line": line.decode(errors="replace")})
+        return parsed
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

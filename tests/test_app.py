@@ -1,0 +1,250 @@
+"""Every answer of the HTTP contract (DESIGN §3), over real HTTP against the running service.
+
+Each bad input is checked for its exact status and body, and for losing nothing that was
+already accepted: orders accepted before it still reach the fake Sendcloud.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import SECRETS
+from tests.signing import shopify_signature, woocommerce_signature
+
+ROOT = Path(__file__).parent.parent
+FIXTURES = Path(__file__).parent / "fixtures"
+SHOPIFY = (ROOT / "service" / "samples" / "shopify.json").read_bytes()
+WOO = (ROOT / "service" / "samples" / "woocommerce.json").read_bytes()
+
+
+def shopify_headers(body: bytes, *, topic: str = "orders/create", delivery: str | None = None) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Hmac-Sha256": shopify_signature(SECRETS["shopify"], body),
+        "X-Shopify-Shop-Domain": "test.myshopify.com",
+        "X-Shopify-Webhook-Id": delivery or str(uuid.uuid4()),
+    }
+
+
+def woo_headers(body: bytes, *, topic: str = "order.created", delivery: str | None = None) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-WC-Webhook-Topic": topic,
+        "X-WC-Webhook-Signature": woocommerce_signature(SECRETS["woocommerce"], body),
+        "X-WC-Webhook-Delivery-ID": delivery or uuid.uuid4().hex,
+    }
+
+
+def post(url: str, body: bytes, headers: dict[str, str], path: str = "/webhooks/shopify/7") -> httpx.Response:
+    return httpx.post(url + path, content=body, headers=headers, timeout=10)
+
+
+def wait_for(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def shopify_order_id() -> str:
+    return str(json.loads(SHOPIFY)["id"])
+
+
+def error(response: httpx.Response) -> tuple[int, str]:
+    body = response.json()
+    assert set(body) == {"error", "detail"} and body["detail"]
+    return response.status_code, body["error"]
+
+
+@pytest.fixture
+def running(stack: Any) -> Any:
+    """A stack that already accepted one Shopify order (the order every bad request must not lose)."""
+    started = stack()
+    answer = post(started.url, SHOPIFY, shopify_headers(SHOPIFY))
+    assert (answer.status_code, answer.json()) == (200, {"status": "accepted"})
+    return started
+
+
+def assert_first_order_arrives(stack: Any) -> None:
+    wait_for(lambda: stack.fake.order(7, shopify_order_id()) is not None)
+
+
+def test_signed_shopify_and_woocommerce_orders_are_accepted_and_reach_sendcloud(running: Any) -> None:
+    """200 accepted within milliseconds; the order reaches the fake after the debounce."""
+    answer = post(running.url, WOO, woo_headers(WOO), "/webhooks/woocommerce/8")
+    assert (answer.status_code, answer.json()) == (200, {"status": "accepted"})
+    assert_first_order_arrives(running)
+    wait_for(lambda: running.fake.order(8, "727") is not None)
+
+
+def test_duplicate_delivery(running: Any) -> None:
+    """The same delivery id again is answered `duplicate` and sends nothing more."""
+    headers = shopify_headers(SHOPIFY, delivery="dup-1")
+    assert post(running.url, SHOPIFY, headers).json() == {"status": "accepted"}
+    answer = post(running.url, SHOPIFY, headers)
+    assert (answer.status_code, answer.json()) == (200, {"status": "duplicate"})
+    assert_first_order_arrives(running)
+
+
+@pytest.mark.parametrize("topic", ["orders/edited", "orders/delete", "customers/create"])
+def test_topics_that_are_not_orders_are_ignored(running: Any, topic: str) -> None:
+    """Topics off the allow-list are answered 200 `ignored`, never 400 (the shop would retry)."""
+    answer = post(running.url, b'{"id": 1}', shopify_headers(b'{"id": 1}', topic=topic))
+    assert (answer.status_code, answer.json()) == (200, {"status": "ignored", "reason": "topic"})
+    assert_first_order_arrives(running)
+
+
+def test_nothing_to_ship_is_ignored(running: Any) -> None:
+    """An order whose lines need no shipping is answered `ignored` and never sent."""
+    body = (FIXTURES / "shopify" / "order_bridge__gbp_digital_only_no_shippable_items.json").read_bytes()
+    answer = post(running.url, body, shopify_headers(body))
+    assert answer.json() == {"status": "ignored", "reason": "no_shippable_items"}
+    assert_first_order_arrives(running)
+
+
+def test_unsupported_currency_is_dead_lettered(running: Any) -> None:
+    """An order no currency can carry is answered `dead_lettered` (no retry) and kept with its reason."""
+    body = (FIXTURES / "shopify" / "erp_addons__order_116901_pln_pl_paid_unfulfilled.json").read_bytes()
+    answer = post(running.url, body, shopify_headers(body))
+    assert (answer.status_code, answer.json()) == (200, {"status": "dead_lettered"})
+    letters = running.state.deadletters.items()
+    assert [(d.reason, d.integration_id) for d in letters] == [("unsupported_currency", 7)]
+    assert_first_order_arrives(running)
+
+
+def test_malformed_body_is_400_with_a_reason(running: Any) -> None:
+    """A signed JSON body that is not an order gets 400 `malformed_body` naming the field."""
+    body = b'{"id": "not-a-number", "line_items": []}'
+    answer = post(running.url, body, shopify_headers(body))
+    assert error(answer) == (400, "malformed_body")
+    assert "$.id" in answer.json()["detail"]
+    assert_first_order_arrives(running)
+
+
+def test_missing_topic_is_400(running: Any) -> None:
+    """A signed delivery without its topic header is refused loudly, not silently ignored."""
+    headers = shopify_headers(SHOPIFY)
+    del headers["X-Shopify-Topic"]
+    assert error(post(running.url, SHOPIFY, headers)) == (400, "missing_topic")
+
+
+@pytest.mark.parametrize("damage", ["missing", "wrong_secret", "changed_body"])
+def test_bad_signature_is_401(running: Any, damage: str) -> None:
+    """A missing header, a wrong secret or a changed body gets 401."""
+    headers = shopify_headers(SHOPIFY)
+    body = SHOPIFY
+    if damage == "missing":
+        del headers["X-Shopify-Hmac-Sha256"]
+    elif damage == "wrong_secret":
+        headers["X-Shopify-Hmac-Sha256"] = shopify_signature("not-the-secret", SHOPIFY)
+    else:
+        body = SHOPIFY.replace(b"#1047", b"#9047")
+        assert body != SHOPIFY
+    assert error(post(running.url, body, headers)) == (401, "invalid_signature")
+    assert_first_order_arrives(running)
+
+
+@pytest.mark.parametrize(
+    "path", ["/webhooks/shopify/999", "/webhooks/woocommerce/7", "/webhooks/shopify/abc", "/webhooks/magento/7"]
+)
+def test_unknown_integration_or_wrong_platform_is_404(running: Any, path: str) -> None:
+    """An integration that is not configured, or not for that platform, gets 404."""
+    assert error(post(running.url, SHOPIFY, shopify_headers(SHOPIFY), path)) == (404, "unknown_integration")
+
+
+def test_body_over_the_limit_is_413_without_reading_it_whole(stack: Any) -> None:
+    """Over max_body_bytes: 413 from Content-Length alone, and from a chunked body as it streams."""
+    started = stack(server={"max_body_bytes": 10_000})
+    big = b'{"x": "' + b"a" * 20_000 + b'"}'
+    assert error(post(started.url, big, shopify_headers(big))) == (413, "payload_too_large")
+
+    def chunks() -> Any:
+        yield big[:5000]
+        yield big[5000:]
+
+    answer = httpx.post(started.url + "/webhooks/shopify/7", content=chunks(), headers=shopify_headers(big))
+    assert error(answer) == (413, "payload_too_large")
+    assert post(started.url, SHOPIFY, shopify_headers(SHOPIFY)).json() == {"status": "accepted"}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [(b"order=1", "application/x-www-form-urlencoded"), (b"hello", "text/plain"), (b"<order/>", None)],
+)
+def test_non_json_is_415(running: Any, body: bytes, content_type: str | None) -> None:
+    """A body that is not JSON (by Content-Type, or by its first byte when there is none) gets 415."""
+    headers = shopify_headers(body)
+    if content_type is None:
+        del headers["Content-Type"]
+    else:
+        headers["Content-Type"] = content_type
+    assert error(post(running.url, body, headers)) == (415, "unsupported_media_type")
+
+
+def test_woocommerce_creation_ping_is_200_before_any_signature_check(running: Any) -> None:
+    """WooCommerce's unsigned, form-encoded `webhook_id=N` ping must get exactly 200."""
+    answer = httpx.post(
+        running.url + "/webhooks/woocommerce/8",
+        content=b"webhook_id=35",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert (answer.status_code, answer.json()) == (200, {"status": "ignored", "reason": "ping"})
+
+
+def test_full_buffer_is_503_with_retry_after_and_keeps_what_it_has(stack: Any) -> None:
+    """Past max_pending a webhook gets 503 + Retry-After; the orders already buffered are all sent."""
+    started = stack(buffer={"max_pending": 2, "debounce_seconds": 0.5, "max_wait_seconds": 1.0})
+    ids = []
+    for n in range(2):
+        body = json.dumps({**json.loads(SHOPIFY), "id": n + 1}).encode()
+        ids.append(str(n + 1))
+        assert post(started.url, body, shopify_headers(body)).json() == {"status": "accepted"}
+    answer = post(started.url, SHOPIFY, shopify_headers(SHOPIFY))
+    assert error(answer) == (503, "buffer_full")
+    assert int(answer.headers["Retry-After"]) > 0
+    wait_for(lambda: all(started.fake.order(7, order_id) for order_id in ids))
+    assert post(started.url, SHOPIFY, shopify_headers(SHOPIFY)).json() == {"status": "accepted"}
+
+
+def test_shutting_down_is_503_and_not_ready(running: Any) -> None:
+    """From the start of shutdown, readiness fails and webhooks get 503 + Retry-After."""
+    assert httpx.get(running.url + "/readyz").status_code == 200
+    running.state.begin_shutdown()
+    ready = httpx.get(running.url + "/readyz")
+    assert (ready.status_code, ready.json()["reasons"]) == (503, ["shutting_down"])
+    answer = post(running.url, WOO, woo_headers(WOO), "/webhooks/woocommerce/8")
+    assert error(answer) == (503, "shutting_down")
+    assert "Retry-After" in answer.headers
+    assert httpx.get(running.url + "/healthz").json() == {"status": "ok"}
+    assert_first_order_arrives(running)
+
+
+def test_metrics_exposes_the_designed_names(running: Any) -> None:
+    """/metrics is Prometheus text with every metric of DESIGN §7."""
+    assert_first_order_arrives(running)
+    answer = httpx.get(running.url + "/metrics")
+    assert answer.headers["content-type"].startswith("text/plain")
+    text = answer.text
+    for name in [
+        'order_bridge_webhooks_total{outcome="accepted",platform="shopify"} 1.0',
+        "order_bridge_webhook_duration_seconds_bucket",
+        "order_bridge_orders_pending ",
+        "order_bridge_oldest_pending_age_seconds ",
+        'order_bridge_batches_total{outcome="accepted"}',
+        "order_bridge_batch_size_bucket",
+        'order_bridge_sendcloud_requests_total{status="201"}',
+        "order_bridge_sendcloud_request_duration_seconds_bucket",
+        "order_bridge_orders_accepted_total 1.0",
+        "order_bridge_orders_dead_lettered_total",
+        "order_bridge_order_end_to_end_seconds_bucket",
+    ]:
+        assert name in text, name
