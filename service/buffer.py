@@ -42,10 +42,10 @@ class Sender(Protocol):
     """The Sendcloud side of a flush (implemented by `service.sendcloud.SendcloudClient`)."""
 
     async def reserve(self) -> None:
-        """Wait for a token of the account's rate limit; every `send` is preceded by one."""
+        """Wait for a token of the account's rate limit, for the next `send(..., reserved=True)`."""
         ...
 
-    async def send(self, orders: Sequence[Order]) -> SendResult: ...
+    async def send(self, orders: Sequence[Order], *, reserved: bool = False) -> SendResult: ...
 
 
 class BufferFull(Exception):
@@ -268,7 +268,7 @@ class Buffer:
         )
         self._metrics.batch_size.observe(len(batch))
         try:
-            result = await self._sender.send([entry.order for entry in batch])
+            result = await self._sender.send([entry.order for entry in batch], reserved=True)
         except Exception:  # a bug must not kill the lane or lose the batch
             _log.exception("batch.error", integration_id=lane.integration_id, batch_id=batch_id)
             result = SendResult(SendOutcome.RETRY, None, "internal_error", detail="the client raised")

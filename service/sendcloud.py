@@ -22,7 +22,6 @@ import random as _random
 import re
 import time
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -36,7 +35,6 @@ from service.ratelimit import RateLimiter
 
 __all__ = [
     "MAX_RETRY_AFTER",
-    "RESERVATION_TTL",
     "Rejection",
     "SendOutcome",
     "SendResult",
@@ -97,24 +95,6 @@ _SAFE_TEXTS = (
     re.compile(r"^Wrong request format, expected list of objects\Z"),
 )
 _DELAY_SECONDS = re.compile(r"^[0-9]{1,10}(?:\.[0-9]+)?\Z")
-#: A token taken by `reserve()` is good for the next `send()` of the same task within this many
-#: seconds; later, `send()` takes a fresh one, so a request never goes out on an old grant.
-RESERVATION_TTL = 1.0
-
-
-@dataclass(slots=True)
-class _Reservation:
-    """A rate-limit token taken by `reserve()` and not yet spent by a `send()`."""
-
-    limiter: RateLimiter
-    at: float
-    used: bool = False
-
-
-#: The current task's reservation. A ContextVar, so lanes sharing one client never spend each
-#: other's tokens; the object is shared with tasks started afterwards, and `used` makes sure a
-#: token is spent once even then.
-_RESERVATION: ContextVar[_Reservation | None] = ContextVar("sendcloud_reservation", default=None)
 
 
 def _user_agent() -> str:
@@ -314,21 +294,22 @@ class SendcloudClient:
         await self._http.aclose()
 
     async def reserve(self) -> None:
-        """Wait for a token of the account's rate limit, for this task's next `send()`.
+        """Wait for a token of the account's rate limit, for a `send(..., reserved=True)`.
 
         The buffer reserves *before* it takes a batch, so a lane held back by the limit keeps
-        absorbing orders. The token is spent by the next `send()` of the same task within
-        `RESERVATION_TTL` seconds; a `send()` without a usable reservation takes its own token.
+        absorbing orders and sends one bigger batch instead of more requests.
         """
         await self._limiter.acquire()
-        _RESERVATION.set(_Reservation(self._limiter, time.monotonic()))
 
-    async def send(self, orders: Sequence[Order]) -> SendResult:
-        """Upsert `orders` (one batch) at Sendcloud and say what became of them."""
+    async def send(self, orders: Sequence[Order], *, reserved: bool = False) -> SendResult:
+        """Upsert `orders` (one batch) at Sendcloud and say what became of them.
+
+        `reserved=True`: the caller already took this request's token with `reserve()`.
+        """
         if not orders:
             raise ValueError("send() needs at least one order")
         body = encode_orders(orders)
-        if not self._spend_reservation():
+        if not reserved:
             await self._limiter.acquire()
         started = time.perf_counter()
         try:
@@ -351,14 +332,6 @@ class SendcloudClient:
             )
         self._observe(str(response.status_code), started)
         return self._classify(orders, response)
-
-    def _spend_reservation(self) -> bool:
-        """Spend this task's reserved token if there is a fresh one for this account."""
-        reservation = _RESERVATION.get()
-        if reservation is None or reservation.used or reservation.limiter is not self._limiter:
-            return False
-        reservation.used = True
-        return time.monotonic() - reservation.at <= RESERVATION_TTL
 
     def _observe(self, status: str, started: float) -> None:
         self._metrics.sendcloud_requests.labels(status=status).inc()

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests import signing
 from tests.conftest import SECRETS
-from tests.signing import shopify_signature, woocommerce_signature
+from tests.signing import shopify_signature
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -25,22 +25,11 @@ WOO = (ROOT / "service" / "samples" / "woocommerce.json").read_bytes()
 
 
 def shopify_headers(body: bytes, *, topic: str = "orders/create", delivery: str | None = None) -> dict[str, str]:
-    return {
-        "Content-Type": "application/json",
-        "X-Shopify-Topic": topic,
-        "X-Shopify-Hmac-Sha256": shopify_signature(SECRETS["shopify"], body),
-        "X-Shopify-Shop-Domain": "test.myshopify.com",
-        "X-Shopify-Webhook-Id": delivery or str(uuid.uuid4()),
-    }
+    return signing.shopify_headers(SECRETS["shopify"], body, topic=topic, delivery=delivery)
 
 
 def woo_headers(body: bytes, *, topic: str = "order.created", delivery: str | None = None) -> dict[str, str]:
-    return {
-        "Content-Type": "application/json",
-        "X-WC-Webhook-Topic": topic,
-        "X-WC-Webhook-Signature": woocommerce_signature(SECRETS["woocommerce"], body),
-        "X-WC-Webhook-Delivery-ID": delivery or uuid.uuid4().hex,
-    }
+    return signing.woocommerce_headers(SECRETS["woocommerce"], body, topic=topic, delivery=delivery)
 
 
 def post(url: str, body: bytes, headers: dict[str, str], path: str = "/webhooks/shopify/7") -> httpx.Response:

@@ -56,7 +56,8 @@ class ScriptedSender:
     async def reserve(self) -> None:
         self.reserved += 1
 
-    async def send(self, orders: Sequence[Order]) -> SendResult:
+    async def send(self, orders: Sequence[Order], *, reserved: bool = False) -> SendResult:
+        assert reserved, "the buffer reserves a token before every send"
         self.batches.append(list(orders))
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -330,11 +331,11 @@ async def test_sender_exception_does_not_lose_the_batch() -> None:
     """A bug in the client is logged and the batch retried, not lost."""
 
     class Exploding(ScriptedSender):
-        async def send(self, orders: Sequence[Order]) -> SendResult:
+        async def send(self, orders: Sequence[Order], *, reserved: bool = False) -> SendResult:
             if not self.batches:
                 self.batches.append(list(orders))
                 raise RuntimeError("boom")
-            return await super().send(orders)
+            return await super().send(orders, reserved=reserved)
 
     sender = Exploding()
     buffer, _, _ = make_buffer(sender)

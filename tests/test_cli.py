@@ -58,3 +58,27 @@ def test_bad_arguments_are_usage_errors() -> None:
     bad = _run("translate", "--platform", "shopify", "--integration-id", "7", "--currencies", "EURO", "-")
     assert bad.returncode == 2
     assert b"ISO 4217" in bad.stderr
+
+
+def test_check_config_accepts_the_example_and_names_the_broken_key(tmp_path: Path) -> None:
+    """`check-config` exits 0 on the sandbox example, 1 with one line naming the key otherwise."""
+    ok = _run("check-config", str(ROOT / "examples" / "sandbox.toml"))
+    assert ok.returncode == 0, ok.stderr
+    assert b"ok; integrations: 1 (shopify), 2 (woocommerce)" in ok.stdout
+    broken = tmp_path / "broken.toml"
+    broken.write_text((ROOT / "examples" / "sandbox.toml").read_text().replace("port = 8080", 'port = "8080"'))
+    result = _run("check-config", str(broken))
+    assert result.returncode == 1
+    assert result.stderr.count(b"\n") == 1 and b"server.port" in result.stderr
+
+
+def test_serve_refuses_to_start_on_a_bad_config(tmp_path: Path) -> None:
+    """`serve` stops before listening, with one line naming the missing variable."""
+    config = tmp_path / "config.toml"
+    config.write_text((ROOT / "examples" / "sandbox.toml").read_text().replace(
+        '"sandbox-shopify-secret"', '"${ORDER_BRIDGE_TEST_UNSET_SECRET}"'
+    ))  # fmt: skip
+    result = _run("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert b"ORDER_BRIDGE_TEST_UNSET_SECRET" in result.stderr and b"integrations[0].secrets" in result.stderr
+    assert _run("serve").returncode == 2  # no config at all

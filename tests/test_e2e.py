@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.conftest import INTEGRATIONS, SECRETS
-from tests.signing import shopify_signature, woocommerce_signature
+from tests.signing import shopify_headers, woocommerce_headers
 from tests.test_app import wait_for
 
 ROOT = Path(__file__).parent.parent
@@ -32,22 +31,12 @@ T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 def shopify_delivery(order: dict[str, Any], topic: str) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(order).encode()
-    return body, {
-        "Content-Type": "application/json",
-        "X-Shopify-Topic": topic,
-        "X-Shopify-Hmac-Sha256": shopify_signature(SECRETS["shopify"], body),
-        "X-Shopify-Webhook-Id": str(uuid.uuid4()),
-    }
+    return body, shopify_headers(SECRETS["shopify"], body, topic=topic)
 
 
 def woo_delivery(order: dict[str, Any], topic: str) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(order).encode()
-    return body, {
-        "Content-Type": "application/json",
-        "X-WC-Webhook-Topic": topic,
-        "X-WC-Webhook-Signature": woocommerce_signature(SECRETS["woocommerce"], body),
-        "X-WC-Webhook-Delivery-ID": uuid.uuid4().hex,
-    }
+    return body, woocommerce_headers(SECRETS["woocommerce"], body, topic=topic)
 
 
 def shopify_version(minutes: int, **changes: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import httpx
 from service.fake_sendcloud import Account, FakeSendcloud
 from service.fake_sendcloud import create_app as create_fake
 from tests.conftest import INTEGRATIONS, PUBLIC_KEY, SECRET_KEY, SECRETS, ServiceProcess, free_port, service_toml
-from tests.signing import shopify_signature, woocommerce_signature
+from tests.signing import shopify_headers, woocommerce_headers
 from tests.test_app import wait_for
 
 ROOT = Path(__file__).parent.parent
@@ -44,12 +43,7 @@ def test_sigterm_flushes_every_buffered_order_before_exit(tmp_path: Path, serve:
     with httpx.Client(base_url=service.url) as client:
         for order_id in ids:
             body = json.dumps({**SHOPIFY, "id": int(order_id)}).encode()
-            headers = {
-                "Content-Type": "application/json",
-                "X-Shopify-Topic": "orders/create",
-                "X-Shopify-Hmac-Sha256": shopify_signature(SECRETS["shopify"], body),
-                "X-Shopify-Webhook-Id": str(uuid.uuid4()),
-            }
+            headers = shopify_headers(SECRETS["shopify"], body)
             assert client.post("/webhooks/shopify/7", content=body, headers=headers).json() == {"status": "accepted"}
     # The first 100 filled a batch and left at once; the debounce holds the other 50.
     wait_for(lambda: [r.order_count for r in fake.requests] == [100])
@@ -122,21 +116,11 @@ def test_logs_carry_no_personal_data_and_no_secret(tmp_path: Path, serve: Any) -
     with httpx.Client(base_url=service.url) as client:
         for path in sorted((FIXTURES / "shopify").glob("*.json")):
             body = path.read_bytes()
-            headers = {
-                "Content-Type": "application/json",
-                "X-Shopify-Topic": "orders/updated",
-                "X-Shopify-Hmac-Sha256": shopify_signature(SECRETS["shopify"], body),
-                "X-Shopify-Webhook-Id": str(uuid.uuid4()),
-            }
+            headers = shopify_headers(SECRETS["shopify"], body, topic="orders/updated")
             client.post("/webhooks/shopify/7", content=body, headers=headers)
         for path in sorted((FIXTURES / "woocommerce").glob("*.json")):
             body = path.read_bytes()
-            headers = {
-                "Content-Type": "application/json",
-                "X-WC-Webhook-Topic": "order.updated",
-                "X-WC-Webhook-Signature": woocommerce_signature(SECRETS["woocommerce"], body),
-                "X-WC-Webhook-Delivery-ID": uuid.uuid4().hex,
-            }
+            headers = woocommerce_headers(SECRETS["woocommerce"], body, topic="order.updated")
             client.post("/webhooks/woocommerce/8", content=body, headers=headers)
         client.post("/webhooks/shopify/7", content=b"{}", headers={"X-Shopify-Hmac-Sha256": "forged"})
     wait_for(lambda: any(e["event"] == "order.accepted" for e in service.events()), timeout=15)

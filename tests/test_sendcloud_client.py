@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import Callable
@@ -21,7 +20,6 @@ from service.metrics import Metrics
 from service.ratelimit import RateLimiter
 from service.sendcloud import (
     MAX_RETRY_AFTER,
-    RESERVATION_TTL,
     Rejection,
     SendcloudClient,
     SendOutcome,
@@ -466,56 +464,18 @@ def _one_a_second(fake: FakeTime) -> RateLimiter:
 
 
 @pytest.mark.anyio
-async def test_a_reserved_token_is_spent_by_the_next_send() -> None:
-    """`reserve()` then `send()` costs one token, not two; a `send()` without a reservation takes its own."""
+async def test_reserve_then_send_reserved_costs_one_token() -> None:
+    """`reserve()` + `send(reserved=True)` costs one token; a plain `send()` takes its own."""
     fake = FakeTime()
     async with _client(_answer(201, _created([1, 2, 3])), limiter=_one_a_second(fake)) as client:
         await client.reserve()
-        assert (await client.send(ORDERS)).outcome is SendOutcome.ACCEPTED
+        assert (await client.send(ORDERS, reserved=True)).outcome is SendOutcome.ACCEPTED
         assert fake.now == 0.0
-        await client.send(ORDERS)  # no reservation left: waits for the next second
+        await client.send(ORDERS)  # takes its own token: waits for the next second
         assert fake.now == pytest.approx(1.0)
         await client.reserve()
         assert fake.now == pytest.approx(2.0)
-        await client.send(ORDERS)
-        assert fake.now == pytest.approx(2.0)
-
-
-@pytest.mark.anyio
-async def test_a_reservation_belongs_to_its_task_and_is_spent_once() -> None:
-    """Another lane's task never spends my token; a task started after my reserve can, but only once."""
-    fake = FakeTime()
-    async with _client(_answer(201, _created([1, 2, 3])), limiter=_one_a_second(fake)) as client:
-
-        async def other_lane() -> None:
-            await client.send(ORDERS)
-
-        await asyncio.create_task(client.reserve())  # reserved in another task: not mine
-        await client.send(ORDERS)
-        assert fake.now == pytest.approx(1.0)
-        await client.reserve()
-        await asyncio.create_task(other_lane())  # inherits my context: spends my token
-        assert fake.now == pytest.approx(2.0)
-        await client.send(ORDERS)  # my token is gone: take a new one
-        assert fake.now == pytest.approx(3.0)
-
-
-@pytest.mark.anyio
-async def test_a_stale_or_foreign_reservation_is_not_spent() -> None:
-    """A reservation older than RESERVATION_TTL, or taken on another account's limiter, buys no request."""
-    fake = FakeTime()
-    limiter = _one_a_second(fake)
-    async with (
-        _client(_answer(201, _created([1, 2, 3])), limiter=limiter) as client,
-        _client(_answer(201, _created([1, 2, 3])), limiter=_one_a_second(FakeTime())) as other_account,
-    ):
-        await other_account.reserve()
-        await client.send(ORDERS)
-        assert fake.now == 0.0  # its own token, the first of this limiter
-        await client.reserve()
-        assert fake.now == pytest.approx(1.0)
-        await asyncio.sleep(RESERVATION_TTL + 0.05)
-        await client.send(ORDERS)
+        await client.send(ORDERS, reserved=True)
         assert fake.now == pytest.approx(2.0)
 
 
