@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench soak lock clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,19 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/translate.py
+
+# 10 minutes of steady webhooks with Sendcloud faults sprinkled in (not part of `make test`);
+# SOAK_SECONDS=120 for a shorter run. Prints RSS/pending samples and a PASS/FAILED verdict.
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py
+
+# requirements.lock: the container image's runtime dependencies (pyproject's [project.dependencies]
+# only, no extras) pinned with hashes; the Dockerfile installs it with --require-hashes. Existing
+# pins are kept: `make lock LOCK_FLAGS=--upgrade` (or `LOCK_FLAGS="-P httpx"`) moves them. Run it
+# with Python 3.11 on Linux, like the image: environment markers are resolved for this interpreter.
+lock: $(STAMP)
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --strip-extras \
+		--allow-unsafe --no-emit-index-url --no-emit-find-links --output-file requirements.lock $(LOCK_FLAGS) pyproject.toml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -8,9 +8,11 @@ client sends can cause a 500 (an unexpected failure answers 503, which shops ret
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Mapping
+import signal
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -24,13 +26,14 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from adapters import Adapter, Reason, TranslationError, get_adapter
 from service.buffer import Buffer, BufferClosed, BufferFull, BufferSettings
-from service.config import Config, IntegrationConfig
+from service.config import Config, ConfigError, IntegrationConfig, load_config
 from service.deadletters import DeadLetter, DeadLetters
 from service.dedupe import SeenDeliveries
 from service.fake_sendcloud import FakeSendcloud
 from service.fake_sendcloud import create_app as create_fake_app
 from service.lanes import AddResult
 from service.metrics import Metrics
+from service.openapi import DOCUMENT_JSON
 from service.ratelimit import RateLimiter
 from service.sendcloud import SendcloudClient
 
@@ -64,12 +67,41 @@ class AppState:
     sandbox: FakeSendcloud | None = None
     shutting_down: bool = False
     started: bool = False
+    #: the file `reload()` re-reads (SIGHUP), when the config came from one
+    config_path: str | None = None
 
     def begin_shutdown(self) -> None:
         """From now on `/readyz` answers 503 and webhooks get 503 (DESIGN §8)."""
         if not self.shutting_down:
             self.shutting_down = True
             _log.info("shutdown.begin", pending=self.buffer.pending())
+
+    def reload(self) -> None:
+        """Re-read the config file (SIGHUP) without losing a buffered order.
+
+        Applied at once: the integrations (secrets, platforms, new and removed ones), the accepted
+        currencies, and the Sendcloud credentials and partner id (held orders then go with the new
+        ones). Anything else — server, buffer, logging, `base_url` — needs a restart, which is
+        logged. An invalid file changes nothing and logs one error.
+        """
+        if self.config_path is None:
+            return
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            _log.error("config.reload_failed", error=str(exc))
+            return
+        old = self.config
+        needs_restart = [name for name in ("server", "buffer", "logging") if getattr(new, name) != getattr(old, name)]
+        if new.sendcloud.base_url != old.sendcloud.base_url:
+            needs_restart.append("sendcloud.base_url")
+        self.integrations = _integrations(new)
+        credentials = ("public_key", "secret_key", "partner_id")
+        if self.sandbox is None and any(getattr(new.sendcloud, k) != getattr(old.sendcloud, k) for k in credentials):
+            self.client.set_credentials(new.sendcloud.public_key, new.sendcloud.secret_key, new.sendcloud.partner_id)
+            self.buffer.flush(retry_now=True)  # orders held by a 401 go now, not after their backoff
+        self.config = new
+        _log.info("config.reloaded", integrations=sorted(self.integrations), restart_needed_for=needs_restart)
 
 
 # ---------------------------------------------------------------- answers
@@ -242,6 +274,10 @@ async def healthz(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
+async def openapi_document(request: Request) -> Response:
+    return Response(DOCUMENT_JSON, media_type="application/json")
+
+
 async def readyz(request: Request) -> Response:
     state: AppState = request.app.state.order_bridge
     reasons = []
@@ -266,7 +302,23 @@ async def prometheus(request: Request) -> Response:
 # ---------------------------------------------------------------- assembly
 
 
-def create_app(config: Config, *, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+def _on_sighup(callback: Callable[[], None]) -> bool:
+    """Run `callback` on SIGHUP; False where signals cannot be handled (not the main thread)."""
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, callback)
+    except (ValueError, RuntimeError, NotImplementedError):
+        return False
+    return True
+
+
+def _integrations(config: Config) -> dict[int, _Integration]:
+    currencies = frozenset(config.sendcloud.currencies)
+    return {i.id: _Integration(i, get_adapter(i.platform, currencies), tuple(i.secrets)) for i in config.integrations}
+
+
+def create_app(
+    config: Config, *, transport: httpx.AsyncBaseTransport | None = None, config_path: str | None = None
+) -> Starlette:
     """The service for `config`. `transport` replaces the network (tests); with `base_url =
     "sandbox"` the built-in fake Sendcloud answers in-process and is mounted at `/sandbox`."""
     metrics = Metrics()
@@ -276,6 +328,7 @@ def create_app(config: Config, *, transport: httpx.AsyncBaseTransport | None = N
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
+        Route("/openapi.json", openapi_document, methods=["GET"]),
     ]
     sc = config.sendcloud
     base_url = sc.base_url
@@ -310,10 +363,7 @@ def create_app(config: Config, *, transport: httpx.AsyncBaseTransport | None = N
         deadletters,
         metrics,
     )
-    currencies = frozenset(sc.currencies)
-    integrations = {
-        i.id: _Integration(i, get_adapter(i.platform, currencies), tuple(i.secrets)) for i in config.integrations
-    }
+    integrations = _integrations(config)
     state = AppState(
         config=config,
         metrics=metrics,
@@ -323,20 +373,25 @@ def create_app(config: Config, *, transport: httpx.AsyncBaseTransport | None = N
         seen=SeenDeliveries(bc.dedupe_ttl_seconds, bc.dedupe_max_entries, clock=buffer.clock),
         integrations=integrations,
         sandbox=sandbox,
+        config_path=config_path,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state.started = True
+        reloads = config_path is not None and _on_sighup(state.reload)
         _log.info(
             "service.started",
             integrations=sorted(integrations),
             sandbox=sandbox is not None,
             debounce_seconds=bc.debounce_seconds,
+            reload_on_sighup=reloads,
         )
         try:
             yield
         finally:
+            if reloads:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             state.begin_shutdown()
             await buffer.close(bc.shutdown_timeout_seconds)
             await client.aclose()

@@ -33,9 +33,10 @@ from service.lanes import AddResult, Entry, LaneStore, MemoryLaneStore, Version
 from service.metrics import Metrics
 from service.sendcloud import SendOutcome, SendResult, backoff_delay
 
-__all__ = ["Buffer", "BufferClosed", "BufferFull", "BufferSettings", "Lane", "Sender"]
+__all__ = ["Buffer", "BufferClosed", "BufferFull", "BufferSettings", "Lane", "Ledger", "Sender"]
 
 _log = structlog.get_logger("order_bridge.buffer")
+_LEDGER_METRIC = "order_bridge_order_versions_total"
 
 
 class Sender(Protocol):
@@ -112,6 +113,21 @@ class Lane:
         return max(0.0, min(deadlines) - now) if deadlines else 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class Ledger:
+    """Where every order version the buffer accepted went. Nothing is lost while it balances."""
+
+    accepted: int
+    sent: int
+    superseded: int
+    dead_lettered: int
+    pending: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.accepted == self.sent + self.superseded + self.dead_lettered + self.pending
+
+
 def _version_time(order: Order) -> float:
     details = order.order_details
     return (details.order_updated_at or details.order_created_at).timestamp()
@@ -166,9 +182,24 @@ class Buffer:
         lane = self._lane(integration_id)
         result = lane.store.add(Entry(integration_id, platform, order, version, now, delivery_id))
         if result is not AddResult.STALE:
+            self._fate("accepted")
+            if result is AddResult.COALESCED:
+                self._fate("superseded")
             lane.last_activity = now
             lane.wake.set()
         return result
+
+    def _fate(self, fate: str, count: int = 1) -> None:
+        if count:
+            self._metrics.order_versions.labels(fate=fate).inc(count)
+
+    def ledger(self) -> Ledger:
+        """The conservation ledger of DESIGN §5, from the `order_versions_total` counters."""
+
+        def count(fate: str) -> int:
+            return int(self._metrics.registry.get_sample_value(_LEDGER_METRIC, {"fate": fate}) or 0)
+
+        return Ledger(count("accepted"), count("sent"), count("superseded"), count("dead_lettered"), self.pending())
 
     def pending(self) -> int:
         """Orders not yet settled, in all lanes (pending and in flight)."""
@@ -189,11 +220,14 @@ class Buffer:
             lane.task is not None and not lane.task.done() for lane in self._lanes.values()
         )
 
-    def flush(self, integration_id: int | None = None) -> None:
-        """Flush one lane, or every lane, now (debounce ignored; backoff and rate limit kept)."""
+    def flush(self, integration_id: int | None = None, *, retry_now: bool = False) -> None:
+        """Flush one lane, or every lane, now: debounce ignored, the rate limit kept, and the
+        backoff too unless `retry_now` (e.g. after the credentials were fixed)."""
         lanes = self._lanes.values() if integration_id is None else [self._lanes[integration_id]]
         for lane in lanes:
             lane.flush_requested = True
+            if retry_now:
+                lane.not_before = 0.0
             lane.wake.set()
 
     def _lane(self, integration_id: int) -> Lane:
@@ -280,6 +314,7 @@ class Buffer:
         if result.outcome is SendOutcome.ACCEPTED:
             lane.attempts = 0
             lane.store.settle(batch, sent=True)
+            self._fate("sent", len(batch))
             self._metrics.batches.labels(outcome="accepted").inc()
             _log.info("batch.accepted", **ids, size=len(batch), status=result.status)
             for entry in batch:
@@ -314,12 +349,13 @@ class Buffer:
                 )
             refused_ids = {id(entry) for entry, _ in refused}
             lane.store.settle([entry for entry, _ in refused], sent=False)
-            lane.store.restore([entry for entry in batch if id(entry) not in refused_ids])
+            self._fate("dead_lettered", len(refused))
+            self._fate("superseded", lane.store.restore([entry for entry in batch if id(entry) not in refused_ids]))
             lane.flush_requested = True  # the rest goes again at once
             self._metrics.batches.labels(outcome="rejected").inc()
             _log.warning("batch.rejected", **ids, size=len(batch), rejected=len(refused))
             return
-        lane.store.restore(batch)
+        self._fate("superseded", lane.store.restore(batch))
         lane.attempts += 1
         delay = self._backoff(lane.attempts, result.retry_after)
         lane.not_before = now + delay

@@ -107,7 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(f"{path}: {exc}")
     configure_logging(config.logging.level)
-    app = create_app(config)
+    app = create_app(config, config_path=str(path))
     state = app.state.order_bridge
 
     class Server(uvicorn.Server):

@@ -69,7 +69,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any
 
@@ -169,6 +169,8 @@ class Reply:
     status: int
     body: bytes
     headers: Mapping[str, str]
+    #: break the connection after the first bytes of the answer (the work was done, the answer lost)
+    reset: bool = False
 
     @classmethod
     def of(cls, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Reply:
@@ -407,6 +409,9 @@ class FakeSendcloud:
         self._limiters: dict[str, _Limiter] = {}
         self._faults: deque[_Fault] = deque()
         self._delays: deque[float] = deque()
+        self._resets = 0
+        self._outage_until = 0.0
+        self._outage_status = 503
 
     @classmethod
     def sandbox(cls, **options: Any) -> FakeSendcloud:
@@ -436,6 +441,16 @@ class FakeSendcloud:
         if seconds < 0:
             raise ValueError("seconds cannot be negative")
         self._delays.extend(seconds for _ in range(times))
+
+    def reset_next(self, times: int = 1) -> None:
+        """The next `times` POSTs are handled (orders stored) but the connection breaks mid-answer."""
+        self._resets += times
+
+    def outage(self, seconds: float, status: int = 503) -> None:
+        """For the next `seconds`, every POST answers `status`, storing nothing (Sendcloud down)."""
+        HTTPStatus(status)
+        self._outage_until = self.clock() + seconds
+        self._outage_status = status
 
     def order(self, integration_id: int, order_id: str) -> StoredOrder | None:
         """The stored order for (integration id, order_id), or None."""
@@ -477,6 +492,9 @@ class FakeSendcloud:
         self.requests.append(record)
         reply = await self._post(record, parsed, authorization, content_type, partner_id)
         record.status = reply.status
+        if self._resets and reply.status < 500:
+            self._resets -= 1
+            return replace(reply, reset=True)
         return reply
 
     async def _post(
@@ -492,6 +510,8 @@ class FakeSendcloud:
         account = self._authenticate(authorization)
         if not isinstance(account, Reply):
             record.account = account[0]
+        if self.clock() < self._outage_until:
+            return _Fault(self._outage_status, None, None, _JSON).reply()
         if self._faults:
             return self._faults.popleft().reply()
         if isinstance(account, Reply):
@@ -666,8 +686,22 @@ class FakeSendcloud:
 # ---------------------------------------------------------------- the Starlette app
 
 
+class _ConnectionReset(Exception):
+    """Raised after the first bytes of an answer: the server drops the connection."""
+
+
+class _BrokenResponse(Response):
+    """Sends the status line and half the body, then breaks the connection (uvicorn closes it)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True})
+        raise _ConnectionReset
+
+
 def _response(reply: Reply) -> Response:
-    return Response(content=reply.body, status_code=reply.status, headers=dict(reply.headers))
+    kind = _BrokenResponse if reply.reset else Response
+    return kind(content=reply.body, status_code=reply.status, headers=dict(reply.headers))
 
 
 def create_app(fake: FakeSendcloud) -> Starlette:

@@ -56,8 +56,11 @@ class LaneStore(Protocol):
         """Up to `limit` pending entries, oldest first, now in flight."""
         ...
 
-    def restore(self, entries: Iterable[Entry]) -> None:
-        """In-flight entries back to pending (a retry), unless a newer version arrived meanwhile."""
+    def restore(self, entries: Iterable[Entry]) -> int:
+        """In-flight entries back to pending (a retry), unless a newer version arrived meanwhile.
+
+        Returns how many were superseded that way (dropped for the newer pending version).
+        """
         ...
 
     def settle(self, entries: Iterable[Entry], *, sent: bool) -> None:
@@ -114,8 +117,9 @@ class MemoryLaneStore:
             batch.append(entry)
         return batch
 
-    def restore(self, entries: Iterable[Entry]) -> None:
+    def restore(self, entries: Iterable[Entry]) -> int:
         back: list[Entry] = []
+        superseded = 0
         for entry in entries:
             self._flying.pop(entry.order_id, None)
             newer = self._pending.get(entry.order_id)
@@ -124,12 +128,14 @@ class MemoryLaneStore:
                 # has been waiting since the older one arrived.
                 newer.received_at = min(newer.received_at, entry.received_at)
                 back.append(newer)
+                superseded += 1
             else:
                 back.append(entry)
         # Retried orders are the oldest: they go back to the front, in their order.
         for entry in reversed(back):
             self._pending[entry.order_id] = entry
             self._pending.move_to_end(entry.order_id, last=False)
+        return superseded
 
     def settle(self, entries: Iterable[Entry], *, sent: bool) -> None:
         for entry in entries:

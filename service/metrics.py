@@ -54,6 +54,15 @@ class Metrics:
         self.dead_letters_stored = Gauge(
             _PREFIX + "dead_letters_stored", "Dead letters currently held in memory.", registry=r
         )
+        self.order_versions = Counter(
+            _PREFIX + "order_versions",
+            "Order versions buffered (fate=accepted) and where each went: sent, superseded by a newer "
+            "version, or dead_lettered. accepted = sent + superseded + dead_lettered + orders_pending.",
+            ["fate"],
+            registry=r,
+        )
+        for fate in ("accepted", "sent", "superseded", "dead_lettered"):
+            self.order_versions.labels(fate=fate)  # exported as 0 from the start
         self.order_end_to_end = Histogram(
             _PREFIX + "order_end_to_end_seconds",
             "From webhook receipt to Sendcloud's acceptance.",

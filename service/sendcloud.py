@@ -293,6 +293,14 @@ class SendcloudClient:
         """Close the connection pool."""
         await self._http.aclose()
 
+    def set_credentials(self, public_key: str, secret_key: str, partner_id: str = "") -> None:
+        """Use other credentials from the next request on (a config reload); held orders keep waiting."""
+        self._http.auth = httpx.BasicAuth(public_key, secret_key)
+        if partner_id:
+            self._http.headers["Sendcloud-Partner-Id"] = partner_id
+        else:
+            self._http.headers.pop("Sendcloud-Partner-Id", None)
+
     async def reserve(self) -> None:
         """Wait for a token of the account's rate limit, for a `send(..., reserved=True)`.
 

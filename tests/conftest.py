@@ -225,3 +225,24 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def ledger_from_metrics(url: str) -> dict[str, float]:
+    """The conservation ledger as an operator reads it from `/metrics`, checked to balance:
+    accepted webhooks = versions accepted = sent + superseded + dead-lettered + pending."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values: dict[str, float] = {"webhooks_accepted": 0.0}
+    for family in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == "order_bridge_order_versions_total":
+                values[sample.labels["fate"]] = sample.value
+            elif sample.name == "order_bridge_orders_pending":
+                values["pending"] = sample.value
+            elif sample.name == "order_bridge_webhooks_total" and sample.labels["outcome"] == "accepted":
+                values["webhooks_accepted"] += sample.value
+    settled = values["sent"] + values["superseded"] + values["dead_lettered"] + values["pending"]
+    assert values["accepted"] == settled, f"ledger does not balance: {values}"
+    assert values["webhooks_accepted"] == values["accepted"], f"webhooks and versions disagree: {values}"
+    return values

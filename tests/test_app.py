@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests import signing
-from tests.conftest import SECRETS
+from tests.conftest import SECRETS, ledger_from_metrics
 from tests.signing import shopify_signature
 
 ROOT = Path(__file__).parent.parent
@@ -64,7 +64,9 @@ def running(stack: Any) -> Any:
 
 
 def assert_first_order_arrives(stack: Any) -> None:
+    """The order accepted before the bad input still reaches Sendcloud, and the ledger balances."""
     wait_for(lambda: stack.fake.order(7, shopify_order_id()) is not None)
+    ledger_from_metrics(stack.url)
 
 
 def test_signed_shopify_and_woocommerce_orders_are_accepted_and_reach_sendcloud(running: Any) -> None:

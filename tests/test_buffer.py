@@ -406,3 +406,26 @@ async def test_pending_and_oldest_age_gauges() -> None:
     await settle(buffer)
     assert metrics.registry.get_sample_value("order_bridge_orders_pending") == 0
     await buffer.close(1)
+
+
+@pytest.mark.anyio
+async def test_ledger_balances_through_coalescing_retries_and_refusals() -> None:
+    """accepted = sent + superseded + dead_lettered + pending, at every point of a rough ride."""
+    retry = SendResult(SendOutcome.RETRY, 503, "503", retry_after=0.1)
+    refuse_first = SendResult(
+        SendOutcome.REJECTED, 400, "400", rejected={0: [Rejection("/data/attributes/[0]/order_id", "invalid", "x")]}
+    )
+    sender = ScriptedSender(retry, refuse_first, delay=0.05)
+    buffer, _, _ = make_buffer(sender)
+    buffer.add(7, "shopify", order("a", 1))
+    buffer.add(7, "shopify", order("a", 2))  # coalesced: version 1 superseded
+    buffer.add(7, "shopify", order("b", 1))
+    assert buffer.ledger().balanced
+    await asyncio.sleep(0.08)  # first flush in flight
+    buffer.add(7, "shopify", order("b", 2))  # will supersede the in-flight version on retry
+    assert buffer.ledger().balanced
+    await settle(buffer)
+    ledger = buffer.ledger()
+    assert ledger.balanced and ledger.pending == 0
+    assert (ledger.accepted, ledger.sent, ledger.superseded, ledger.dead_lettered) == (4, 1, 2, 1)
+    await buffer.close(1)

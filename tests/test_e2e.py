@@ -19,7 +19,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from tests.conftest import INTEGRATIONS, SECRETS
+from tests.conftest import INTEGRATIONS, SECRETS, ledger_from_metrics
 from tests.signing import shopify_headers, woocommerce_headers
 from tests.test_app import wait_for
 
@@ -94,6 +94,7 @@ def test_out_of_order_lifecycle_ends_with_exactly_the_latest_version(stack: Any)
     versions = sent_versions(started.fake)[(7, order_id)]
     assert versions == sorted(versions) and len(versions) == 2
     assert started.state.buffer.pending() == 0
+    ledger_from_metrics(started.url)
 
 
 def test_woocommerce_updates_coalesce_to_the_latest_snapshot(stack: Any) -> None:
@@ -109,6 +110,7 @@ def test_woocommerce_updates_coalesce_to_the_latest_snapshot(stack: Any) -> None
     stored = started.fake.order(8, "727")
     assert stored.order["order_details"]["status"]["code"] == "completed"
     assert len(stored.versions) == 1
+    ledger_from_metrics(started.url)
 
 
 def test_log_trace_joins_buffered_flush_and_accepted(stack: Any) -> None:
@@ -127,6 +129,7 @@ def test_log_trace_joins_buffered_flush_and_accepted(stack: Any) -> None:
     assert order_id in flush["order_ids"] and flush["batch_id"] == done["batch_id"]
     assert done["sendcloud_id"] == started.fake.order(7, order_id).id
     assert done["latency_ms"] >= 0 and buffered["log_level"] == "info"
+    ledger_from_metrics(started.url)
 
 
 def test_thousand_orders_in_a_second_become_ten_requests_of_a_hundred(stack: Any) -> None:
@@ -141,6 +144,7 @@ def test_thousand_orders_in_a_second_become_ten_requests_of_a_hundred(stack: Any
     posts = [r for r in started.fake.requests]
     assert [r.order_count for r in posts] == [100] * 10
     assert {r.status for r in posts} == {201}
+    ledger_from_metrics(started.url)
 
 
 def test_five_thousand_orders_over_twenty_integrations_cause_no_429(stack: Any) -> None:
@@ -175,6 +179,7 @@ def test_transient_sendcloud_errors_lose_nothing(stack: Any, status: int) -> Non
     wait_for(lambda: started.state.buffer.pending() == 0, timeout=15)
     assert all(started.fake.order(7, str(90_000 + n)) for n in range(30))
     assert [r.status for r in started.fake.requests][:2] == [status, status]
+    ledger_from_metrics(started.url)
 
 
 def test_orders_sendcloud_refuses_are_dead_lettered_and_the_rest_arrive(stack: Any) -> None:
@@ -202,6 +207,7 @@ def test_orders_sendcloud_refuses_are_dead_lettered_and_the_rest_arrive(stack: A
         "/data/attributes/[3]/payment_details/total_price/currency",
     }
     assert all(fake.order(7, str(30_000 + n)) for n in (0, 2, 4))
+    ledger_from_metrics(started.url)
 
 
 def test_wrong_credentials_keep_the_orders_until_they_work(stack: Any) -> None:
@@ -219,3 +225,4 @@ def test_wrong_credentials_keep_the_orders_until_they_work(stack: Any) -> None:
     fake.accounts = {PUBLIC_KEY: Account(SECRET_KEY, frozenset(INTEGRATIONS))}
     wait_for(lambda: fake.order(7, str(SHOPIFY["id"])) is not None, timeout=20)
     assert 401 in [r.status for r in fake.requests]
+    ledger_from_metrics(started.url)
