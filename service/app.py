@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from adapters import Adapter, Reason, TranslationError, get_adapter
+from adapters import ADAPTERS, Adapter, Reason, TranslationError, get_adapter
 from service.buffer import Buffer, BufferClosed, BufferFull, BufferSettings
 from service.config import Config, ConfigError, IntegrationConfig, load_config
 from service.deadletters import DeadLetter, DeadLetters
@@ -156,7 +156,9 @@ def _is_json(content_type: str | None, body: bytes) -> bool:
 
 async def webhook(request: Request) -> Response:
     state: AppState = request.app.state.order_bridge
-    platform = request.path_params["platform"]
+    # The path is the client's: only a known platform name may become a log field or a metric
+    # label (an arbitrary one would grow the metrics without bound).
+    platform = request.path_params["platform"] if request.path_params["platform"] in ADAPTERS else "unknown"
     started = state.buffer.clock()
     outcome = "error"
     try:
@@ -172,7 +174,7 @@ async def webhook(request: Request) -> Response:
 async def _handle(state: AppState, request: Request, platform: str, started: float) -> tuple[Response, str]:
     raw_id = request.path_params["integration_id"]
     integration = state.integrations.get(int(raw_id)) if raw_id.isdigit() and len(raw_id) < 19 else None
-    log = _log.bind(platform=platform, integration_id=int(raw_id) if integration else raw_id)
+    log = _log.bind(platform=platform, integration_id=integration.config.id if integration else raw_id[:20])
     if integration is None or integration.config.platform != platform:
         log.info("webhook.rejected", status=404, error="unknown_integration")
         return _error(404, "unknown_integration", "No such integration for this platform."), "not_found"

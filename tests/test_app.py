@@ -239,3 +239,12 @@ def test_metrics_exposes_the_designed_names(running: Any) -> None:
         "order_bridge_order_end_to_end_seconds_bucket",
     ]:
         assert name in text, name
+
+
+def test_unknown_platform_paths_do_not_become_metric_labels(running: Any) -> None:
+    """A made-up platform in the URL is counted as `unknown`: clients cannot grow the metrics."""
+    for n in range(5):
+        post(running.url, SHOPIFY, shopify_headers(SHOPIFY), f"/webhooks/made-up-{n}/7")
+    text = httpx.get(running.url + "/metrics").text
+    assert "made-up" not in text
+    assert 'order_bridge_webhooks_total{outcome="not_found",platform="unknown"} 5.0' in text
