@@ -31,6 +31,7 @@ from typing import Protocol
 from adapters.sendcloud import Order
 
 __all__ = [
+    "DECODE_ERRORS",
     "Adapter",
     "Headers",
     "Reason",
@@ -41,6 +42,11 @@ __all__ = [
 ]
 
 Headers = Mapping[str, str]
+
+#: What decoding untrusted bytes may raise: msgspec's `DecodeError` (a `ValueError`), a
+#: `UnicodeDecodeError` (also a `ValueError`) for invalid UTF-8 inside a string, and a
+#: `RecursionError` for very deep nesting inside a field the payload Structs skip.
+DECODE_ERRORS: tuple[type[Exception], ...] = (ValueError, RecursionError)
 
 _CODE = re.compile(r"[A-Z]{3}")
 

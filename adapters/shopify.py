@@ -20,6 +20,7 @@ import msgspec
 
 from adapters.address import build_address
 from adapters.base import (
+    DECODE_ERRORS,
     Headers,
     Reason,
     TranslationError,
@@ -193,11 +194,11 @@ _ENVELOPE_DECODER = msgspec.json.Decoder(_Envelope)
 def _decode(body: bytes) -> _Order:
     try:
         return _ORDER_DECODER.decode(body)
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         first = exc
     try:
         return _ENVELOPE_DECODER.decode(body).order
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         pass
     raise TranslationError(Reason.MALFORMED_BODY, f"not a Shopify order: {first}") from None
 
@@ -241,7 +242,7 @@ class _MoneyPicker:
 def _money_set(raw_set: MoneySetRaw, field: str) -> _MoneySet:
     try:
         return _MONEY_SET_DECODER.decode(raw_set) or _MoneySet()
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         raise TranslationError(Reason.MALFORMED_BODY, f"{field}_set: {exc}") from None
 
 

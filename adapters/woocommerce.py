@@ -23,6 +23,7 @@ import msgspec
 
 from adapters.address import build_address, house_number_from_meta
 from adapters.base import (
+    DECODE_ERRORS,
     Headers,
     Reason,
     TranslationError,
@@ -129,11 +130,11 @@ _LEGACY_DECODER = msgspec.json.Decoder(_Legacy)
 def _decode(body: bytes) -> _Order:
     try:
         return _ORDER_DECODER.decode(body)
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         problem = str(exc)
     try:
         _LEGACY_DECODER.decode(body)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         raise TranslationError(Reason.MALFORMED_BODY, f"not a WooCommerce order: {problem}") from None
     raise TranslationError(
         Reason.MALFORMED_BODY,

@@ -14,12 +14,14 @@ import re
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import httpx
 import msgspec
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -173,7 +175,10 @@ async def webhook(request: Request) -> Response:
 
 async def _handle(state: AppState, request: Request, platform: str, started: float) -> tuple[Response, str]:
     raw_id = request.path_params["integration_id"]
-    integration = state.integrations.get(int(raw_id)) if raw_id.isdigit() and len(raw_id) < 19 else None
+    # isascii(): str.isdigit() also accepts a superscript three (int() refuses it) and an
+    # Arabic-Indic seven (int() reads it as 7).
+    known = raw_id.isascii() and raw_id.isdigit() and len(raw_id) < 19
+    integration = state.integrations.get(int(raw_id)) if known else None
     log = _log.bind(platform=platform, integration_id=integration.config.id if integration else raw_id[:20])
     if integration is None or integration.config.platform != platform:
         log.info("webhook.rejected", status=404, error="unknown_integration")
@@ -267,6 +272,14 @@ def _untranslatable(
         )
     )
     return _DEAD_LETTERED, "dead_lettered"
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no route) and 405 (wrong method), as JSON like every other answer."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else None
+    return _json(status, {"error": code, "detail": HTTPStatus(status).phrase + "."}, headers)
 
 
 # ---------------------------------------------------------------- health, readiness, metrics
@@ -399,6 +412,6 @@ def create_app(
             await client.aclose()
             _log.info("service.stopped", dead_letters=len(deadletters))
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.order_bridge = state
     return app

@@ -5,18 +5,19 @@
 one pending version per `order_id`, the versions in flight, and the versions already sent.
 
 Versions order by the order's own update time, then by arrival (`Entry.version`). A version
-older than the one pending, in flight or already sent is stale and dropped.
+older than the one pending, in flight or already sent is stale and dropped; so is a repeat: the
+same update time and the same content as one of those.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from adapters.sendcloud import Order
+from adapters.sendcloud import ENCODER, Order
 
 __all__ = ["AddResult", "Entry", "LaneStore", "MemoryLaneStore", "Version"]
 
@@ -76,31 +77,41 @@ class LaneStore(Protocol):
         ...
 
 
+def _digest(order: Order) -> int:
+    return hash(ENCODER.encode(order))
+
+
+def _not_newer(entry: Entry, version: Version, same_content: Callable[[], bool]) -> bool:
+    """True when `entry` is not newer than `version`: an older update time, or the same update
+    time with the same content (a repeat). The same time with other content is newer by arrival
+    (WooCommerce times have one-second resolution)."""
+    when, arrival = entry.version
+    if when != version[0]:
+        return when < version[0]
+    return arrival <= version[1] or same_content()
+
+
 class MemoryLaneStore:
     """`LaneStore` in memory. `remember` bounds how many sent versions are kept for staleness."""
 
     def __init__(self, remember: int = 100_000) -> None:
         self._pending: OrderedDict[str, Entry] = OrderedDict()
         self._flying: dict[str, Entry] = {}
-        self._sent: OrderedDict[str, Version] = OrderedDict()
+        #: order_id → (version sent, digest of the order sent), for staleness and repeats
+        self._sent: OrderedDict[str, tuple[Version, int]] = OrderedDict()
         self._remember = remember
-
-    def _newest_known(self, order_id: str) -> Version | None:
-        """The newest version already sent or now in flight."""
-        sent = self._sent.get(order_id)
-        flying = self._flying.get(order_id)
-        if flying is None:
-            return sent
-        return flying.version if sent is None else max(sent, flying.version)
 
     def add(self, entry: Entry) -> AddResult:
         order_id = entry.order_id
-        newest = self._newest_known(order_id)
-        if newest is not None and entry.version <= newest:
+        sent = self._sent.get(order_id)
+        if sent is not None and _not_newer(entry, sent[0], lambda: _digest(entry.order) == sent[1]):
+            return AddResult.STALE
+        flying = self._flying.get(order_id)
+        if flying is not None and _not_newer(entry, flying.version, lambda: entry.order == flying.order):
             return AddResult.STALE
         current = self._pending.get(order_id)
         if current is not None:
-            if entry.version <= current.version:
+            if _not_newer(entry, current.version, lambda: entry.order == current.order):
                 return AddResult.STALE
             # Keep the first receipt time (and place in line): the order has waited since then.
             entry.received_at = min(entry.received_at, current.received_at)
@@ -141,7 +152,7 @@ class MemoryLaneStore:
         for entry in entries:
             self._flying.pop(entry.order_id, None)
             if sent:
-                self._sent[entry.order_id] = entry.version
+                self._sent[entry.order_id] = (entry.version, _digest(entry.order))
                 self._sent.move_to_end(entry.order_id)
                 while len(self._sent) > self._remember:
                     self._sent.popitem(last=False)

@@ -45,7 +45,7 @@ PLATFORM_HEADERS: Final[dict[str, tuple[tuple[str, str], ...]]] = {
 ERROR_CODES: Final[dict[int, tuple[str, ...]]] = {
     400: ("malformed_body", "missing_topic", "client_disconnected"),
     401: ("invalid_signature",),
-    404: ("unknown_integration",),
+    404: ("unknown_integration", "not_found"),
     413: ("payload_too_large",),
     415: ("unsupported_media_type",),
     503: ("shutting_down", "buffer_full", "internal_error"),
@@ -58,9 +58,8 @@ _ERROR_MEANINGS: Final[dict[int, str]] = {
     400: "A signed body that is not the platform's order shape (`malformed_body`, detail names the field), a "
     "signed delivery without its topic header (`missing_topic`), or a body that did not arrive whole.",
     401: "The signature header is missing or does not match the raw body under any of the integration's secrets.",
-    404: "No such integration, or the integration is not for this platform (JSON). A path that does not match "
-    "the route at all (an empty segment, an integration id containing `/`) gets the router's plain-text "
-    "`Not Found`.",
+    404: "No such integration, or the integration is not for this platform (`unknown_integration`); a path "
+    "that does not match the route at all, such as an empty segment (`not_found`).",
     413: "The body is over `max_body_bytes` (refused from Content-Length, or as soon as the stream passes it).",
     415: "The body is not JSON by its Content-Type (or, without one, by its first byte), and is not the "
     "WooCommerce creation ping.",
@@ -104,8 +103,6 @@ def _error_response(status: int) -> JSONObject:
         "description": _ERROR_MEANINGS[status],
         "content": _json_content({"$ref": f"#/components/schemas/Error{status}"}),
     }
-    if status == 404:
-        response["content"]["text/plain"] = {"schema": {"type": "string", "const": "Not Found"}}
     if status == 503:
         response["headers"] = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}
     return response

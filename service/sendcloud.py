@@ -162,7 +162,7 @@ def _errors(body: bytes) -> list[_Error] | None:
     """The JSON:API errors of a body, or None when it is not JSON or has no error list."""
     try:
         doc = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (ValueError, RecursionError):  # msgspec.DecodeError, UnicodeDecodeError, deep nesting
         return None
     raw = doc.get("errors") if isinstance(doc, dict) else None
     if isinstance(raw, dict):  # the spec types `errors` as array | object
@@ -386,7 +386,7 @@ def _accepted(orders: Sequence[Order], response: httpx.Response) -> SendResult:
     status = response.status_code
     try:
         created = _CREATED.decode(response.content)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (ValueError, RecursionError):  # DecodeError and ValidationError are ValueErrors
         return SendResult(
             SendOutcome.RETRY,
             status,

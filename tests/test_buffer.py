@@ -96,14 +96,17 @@ def entry(order_id: str, version: tuple[float, int], received: float = 0.0) -> E
 
 
 def test_store_keeps_one_version_per_order_newest_wins() -> None:
-    """A newer version replaces the pending one; an older or equal one is stale."""
+    """A newer version replaces the pending one; an older one, or a repeat of the same, is stale."""
     store = MemoryLaneStore()
     assert store.add(entry("a", (10.0, 1))) is AddResult.BUFFERED
     assert store.add(entry("a", (20.0, 2))) is AddResult.COALESCED
     assert store.add(entry("a", (15.0, 3))) is AddResult.STALE
-    assert store.add(entry("a", (20.0, 4))) is AddResult.COALESCED  # same update time, later arrival
+    assert store.add(entry("a", (20.0, 4))) is AddResult.STALE  # same time, same content: a repeat
+    changed = entry("a", (20.0, 5))
+    changed.order = msgspec.structs.replace(changed.order, order_number="#1001-B")
+    assert store.add(changed) is AddResult.COALESCED  # same time, other content: newer by arrival
     assert store.pending() == 1
-    assert store.take(10)[0].version == (20.0, 4)
+    assert store.take(10)[0].version == (20.0, 5)
 
 
 def test_store_drops_versions_older_than_in_flight_or_sent() -> None:
@@ -140,6 +143,17 @@ def test_store_oldest_received_counts_pending_and_in_flight() -> None:
     store.take(1)
     assert store.oldest_received() == 3.0
     assert (store.pending(), store.in_flight()) == (1, 1)
+
+
+def test_store_drops_a_repeat_of_what_was_sent() -> None:
+    """The same content at the same update time as a sent version is a repeat; other content is not."""
+    store = MemoryLaneStore()
+    store.add(entry("a", (10.0, 1)))
+    store.settle(store.take(1), sent=True)
+    assert store.add(entry("a", (10.0, 2))) is AddResult.STALE
+    changed = entry("a", (10.0, 3))
+    changed.order = msgspec.structs.replace(changed.order, order_number="#1001-B")
+    assert store.add(changed) is AddResult.BUFFERED
 
 
 def test_store_forgets_sent_versions_beyond_its_bound() -> None:
