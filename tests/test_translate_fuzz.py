@@ -107,3 +107,5 @@ def test_deeply_nested_and_huge_numbers() -> None:
         _check(platform, b"[" * 100_000 + b"]" * 100_000)
         _check(platform, b'{"id": ' + b"9" * 5000 + b', "line_items": []}')
         _check(platform, b'{"id": 1, "total_price": 1e999999, "line_items": [{"price": "1e999999", "quantity": 1}]}')
+        _check(platform, b'{"id": 1, "skipped": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")  # RecursionError
+        _check(platform, b'{"id": 1, "name": "#10\xff", "line_items": []}')  # invalid UTF-8 in a string
