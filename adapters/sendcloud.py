@@ -17,10 +17,11 @@ Unset fields are omitted from the JSON (`omit_defaults`), and string fields the 
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
@@ -34,6 +35,7 @@ __all__ = [
     "DangerousGoods",
     "DeliveryDates",
     "Dimension",
+    "EncodedOrder",
     "Integration",
     "InvalidOrder",
     "Measurement",
@@ -51,6 +53,7 @@ __all__ = [
     "TaxNumbers",
     "Volume",
     "Weight",
+    "encode_order",
     "encode_orders",
     "validate",
 ]
@@ -326,9 +329,34 @@ ENCODER = msgspec.json.Encoder(decimal_format="number")
 _DECODER = msgspec.json.Decoder(Order)
 
 
-def encode_orders(orders: Iterable[Order]) -> bytes:
+class EncodedOrder(NamedTuple):
+    """An order as it goes into a batch: its `order_id` and its JSON, possibly zlib-compressed.
+
+    The buffer keeps orders in this form: the JSON takes about half the memory of the Structs
+    (whose strings keep the payload they came from alive), compressed about a sixth; a batch is a
+    join of the JSON.
+    """
+
+    order_id: str
+    data: bytes
+    compressed: bool = False
+
+    @property
+    def json(self) -> bytes:
+        return zlib.decompress(self.data) if self.compressed else self.data
+
+    def compress(self) -> EncodedOrder:
+        """The same order, compressed (level 1: ~20 µs for a 2.4 kB order, ~60 % smaller)."""
+        return self if self.compressed else EncodedOrder(self.order_id, zlib.compress(self.data, 1), True)
+
+
+def encode_order(order: Order) -> EncodedOrder:
+    return EncodedOrder(order.order_id, ENCODER.encode(order))
+
+
+def encode_orders(orders: Iterable[Order | EncodedOrder]) -> bytes:
     """The request body of one batch: a JSON array of orders."""
-    return ENCODER.encode(list(orders))
+    return b"[" + b",".join(o.json if isinstance(o, EncodedOrder) else ENCODER.encode(o) for o in orders) + b"]"
 
 
 def _prices(order: Order) -> Iterator[tuple[str, Price]]:

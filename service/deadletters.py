@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import structlog
 
-from adapters.sendcloud import Order
+from adapters.sendcloud import EncodedOrder
 from service.metrics import Metrics
 
 __all__ = ["DeadLetter", "DeadLetters"]
@@ -38,8 +38,8 @@ class DeadLetter:
     detail: str
     pointer: str | None = None
     delivery_id: str | None = None
-    #: the order as translated, when there was one (personal data: memory only, never logged)
-    order: Order | None = None
+    #: the order's JSON as it was sent, when there was one (personal data: memory only, never logged)
+    order: EncodedOrder | None = None
     at: float = 0.0
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from adapters.sendcloud import ENCODER, Order
+from adapters.sendcloud import EncodedOrder
 
 __all__ = ["AddResult", "Entry", "LaneStore", "MemoryLaneStore", "Version"]
 
@@ -31,7 +31,8 @@ class Entry:
 
     integration_id: int
     platform: str
-    order: Order
+    #: the order's JSON, as it will go into a batch
+    order: EncodedOrder
     version: Version
     #: the buffer clock's time at receipt: end-to-end latency and the age of the oldest order
     received_at: float
@@ -77,8 +78,8 @@ class LaneStore(Protocol):
         ...
 
 
-def _digest(order: Order) -> int:
-    return hash(ENCODER.encode(order))
+def _digest(order: EncodedOrder) -> int:
+    return hash(order.json)
 
 
 def _not_newer(entry: Entry, version: Version, same_content: Callable[[], bool]) -> bool:
@@ -107,11 +108,11 @@ class MemoryLaneStore:
         if sent is not None and _not_newer(entry, sent[0], lambda: _digest(entry.order) == sent[1]):
             return AddResult.STALE
         flying = self._flying.get(order_id)
-        if flying is not None and _not_newer(entry, flying.version, lambda: entry.order == flying.order):
+        if flying is not None and _not_newer(entry, flying.version, lambda: entry.order.json == flying.order.json):
             return AddResult.STALE
         current = self._pending.get(order_id)
         if current is not None:
-            if _not_newer(entry, current.version, lambda: entry.order == current.order):
+            if _not_newer(entry, current.version, lambda: entry.order.json == current.order.json):
                 return AddResult.STALE
             # Keep the first receipt time (and place in line): the order has waited since then.
             entry.received_at = min(entry.received_at, current.received_at)

@@ -29,7 +29,7 @@ from enum import StrEnum
 import httpx
 import msgspec
 
-from adapters.sendcloud import Order, encode_orders
+from adapters.sendcloud import EncodedOrder, Order, encode_orders
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter
 
@@ -309,7 +309,7 @@ class SendcloudClient:
         """
         await self._limiter.acquire()
 
-    async def send(self, orders: Sequence[Order], *, reserved: bool = False) -> SendResult:
+    async def send(self, orders: Sequence[Order | EncodedOrder], *, reserved: bool = False) -> SendResult:
         """Upsert `orders` (one batch) at Sendcloud and say what became of them.
 
         `reserved=True`: the caller already took this request's token with `reserve()`.
@@ -345,7 +345,7 @@ class SendcloudClient:
         self._metrics.sendcloud_requests.labels(status=status).inc()
         self._metrics.sendcloud_duration.observe(time.perf_counter() - started)
 
-    def _classify(self, orders: Sequence[Order], response: httpx.Response) -> SendResult:
+    def _classify(self, orders: Sequence[Order | EncodedOrder], response: httpx.Response) -> SendResult:
         status = response.status_code
         if 200 <= status < 300:
             return _accepted(orders, response)
@@ -381,7 +381,7 @@ class SendcloudClient:
         return SendResult(SendOutcome.RETRY, status, cause, retry_after=retry_after, detail=detail)
 
 
-def _accepted(orders: Sequence[Order], response: httpx.Response) -> SendResult:
+def _accepted(orders: Sequence[Order | EncodedOrder], response: httpx.Response) -> SendResult:
     """A 2xx: Sendcloud's id for every order, or RETRY when the body does not account for all."""
     status = response.status_code
     try:
@@ -409,7 +409,7 @@ def _accepted(orders: Sequence[Order], response: httpx.Response) -> SendResult:
     )
 
 
-def _bad_request(orders: Sequence[Order], response: httpx.Response) -> SendResult:
+def _bad_request(orders: Sequence[Order | EncodedOrder], response: httpx.Response) -> SendResult:
     """A 400: some orders refused (REJECTED), a busy order (RETRY) or a bad request (MISCONFIGURED)."""
     errors = _errors(response.content)
     if errors is None:

@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from adapters import get_adapter
-from adapters.sendcloud import Order
+from adapters.sendcloud import EncodedOrder, Order, encode_order, encode_orders
 from service.buffer import Buffer, BufferClosed, BufferFull, BufferSettings, Lane
 from service.deadletters import DeadLetters
 from service.lanes import AddResult, Entry, MemoryLaneStore
@@ -40,7 +40,12 @@ def order(order_id: str, minute: int = 0) -> Order:
     return msgspec.structs.replace(BASE, order_id=order_id, order_details=details)
 
 
-def accepted(orders: Sequence[Order]) -> SendResult:
+def updated_at(sent: EncodedOrder) -> datetime | None:
+    """The update time of an order as the buffer handed it to the sender."""
+    return msgspec.json.decode(sent.json, type=Order).order_details.order_updated_at
+
+
+def accepted(orders: Sequence[EncodedOrder]) -> SendResult:
     return SendResult(SendOutcome.ACCEPTED, 201, "201", accepted={o.order_id: n for n, o in enumerate(orders, 1)})
 
 
@@ -49,14 +54,14 @@ class ScriptedSender:
 
     def __init__(self, *answers: SendResult | None, delay: float = 0.0) -> None:
         self.answers = list(answers)
-        self.batches: list[list[Order]] = []
+        self.batches: list[list[EncodedOrder]] = []
         self.reserved = 0
         self.delay = delay
 
     async def reserve(self) -> None:
         self.reserved += 1
 
-    async def send(self, orders: Sequence[Order], *, reserved: bool = False) -> SendResult:
+    async def send(self, orders: Sequence[EncodedOrder], *, reserved: bool = False) -> SendResult:
         assert reserved, "the buffer reserves a token before every send"
         self.batches.append(list(orders))
         if self.delay:
@@ -92,7 +97,7 @@ async def settle(buffer: Buffer, timeout: float = 3.0) -> None:
 
 
 def entry(order_id: str, version: tuple[float, int], received: float = 0.0) -> Entry:
-    return Entry(7, "shopify", order(order_id), version, received)
+    return Entry(7, "shopify", encode_order(order(order_id)), version, received)
 
 
 def test_store_keeps_one_version_per_order_newest_wins() -> None:
@@ -103,7 +108,7 @@ def test_store_keeps_one_version_per_order_newest_wins() -> None:
     assert store.add(entry("a", (15.0, 3))) is AddResult.STALE
     assert store.add(entry("a", (20.0, 4))) is AddResult.STALE  # same time, same content: a repeat
     changed = entry("a", (20.0, 5))
-    changed.order = msgspec.structs.replace(changed.order, order_number="#1001-B")
+    changed.order = encode_order(msgspec.structs.replace(order("a"), order_number="#1001-B"))
     assert store.add(changed) is AddResult.COALESCED  # same time, other content: newer by arrival
     assert store.pending() == 1
     assert store.take(10)[0].version == (20.0, 5)
@@ -152,7 +157,7 @@ def test_store_drops_a_repeat_of_what_was_sent() -> None:
     store.settle(store.take(1), sent=True)
     assert store.add(entry("a", (10.0, 2))) is AddResult.STALE
     changed = entry("a", (10.0, 3))
-    changed.order = msgspec.structs.replace(changed.order, order_number="#1001-B")
+    changed.order = encode_order(msgspec.structs.replace(order("a"), order_number="#1001-B"))
     assert store.add(changed) is AddResult.BUFFERED
 
 
@@ -226,7 +231,7 @@ async def test_debounce_coalesces_updates_into_one_batch() -> None:
     assert len(sender.batches) == 1
     sent = {o.order_id: o for o in sender.batches[0]}
     assert sorted(sent) == ["a", "b", "c"]
-    assert sent["a"].order_details.order_updated_at == T0 + timedelta(minutes=4)
+    assert updated_at(sent["a"]) == T0 + timedelta(minutes=4)
     assert metrics.registry.get_sample_value("order_bridge_orders_accepted_total") == 3
     await buffer.close(1)
 
@@ -269,7 +274,7 @@ async def test_update_during_flight_goes_in_the_next_batch_never_concurrently() 
     assert buffer.add(7, "shopify", order("a", 0)) is AddResult.STALE  # older than the one in flight
     assert buffer.add(7, "shopify", order("a", 2)) is AddResult.BUFFERED
     await settle(buffer)
-    versions = [b[0].order_details.order_updated_at for b in sender.batches]
+    versions = [updated_at(b[0]) for b in sender.batches]
     assert versions == [T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)]
     await buffer.close(1)
 
@@ -287,7 +292,7 @@ async def test_retry_keeps_orders_and_merges_newer_versions() -> None:
         buffer.add(7, "shopify", order("a", 2))
         await settle(buffer)
     assert len(sender.batches) == 2
-    final = {o.order_id: o.order_details.order_updated_at for o in sender.batches[1]}
+    final = {o.order_id: updated_at(o) for o in sender.batches[1]}
     assert final == {"a": T0 + timedelta(minutes=2), "b": T0 + timedelta(minutes=1)}
     retries = [e for e in logs if e["event"] == "batch.retry"]
     assert retries and retries[0]["cause"] == "rate_limited" and retries[0]["delay"] == 0.2
@@ -345,7 +350,7 @@ async def test_sender_exception_does_not_lose_the_batch() -> None:
     """A bug in the client is logged and the batch retried, not lost."""
 
     class Exploding(ScriptedSender):
-        async def send(self, orders: Sequence[Order], *, reserved: bool = False) -> SendResult:
+        async def send(self, orders: Sequence[EncodedOrder], *, reserved: bool = False) -> SendResult:
             if not self.batches:
                 self.batches.append(list(orders))
                 raise RuntimeError("boom")
@@ -442,4 +447,23 @@ async def test_ledger_balances_through_coalescing_retries_and_refusals() -> None
     ledger = buffer.ledger()
     assert ledger.balanced and ledger.pending == 0
     assert (ledger.accepted, ledger.sent, ledger.superseded, ledger.dead_lettered) == (4, 1, 2, 1)
+    await buffer.close(1)
+
+
+@pytest.mark.anyio
+async def test_a_backlog_is_kept_compressed_and_sent_intact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past COMPRESS_ABOVE pending orders new ones are stored compressed; batches carry the same JSON."""
+    import service.buffer
+
+    monkeypatch.setattr(service.buffer, "COMPRESS_ABOVE", 2)
+    sender = ScriptedSender()
+    buffer, _, _ = make_buffer(sender, debounce_seconds=60, max_wait_seconds=60)
+    for name in "abcde":
+        buffer.add(7, "shopify", order(name))
+    buffer.flush()
+    await settle(buffer)
+    (batch,) = sender.batches
+    assert [o.compressed for o in batch] == [False, False, True, True, True]
+    assert all(o.json == encode_order(order(o.order_id)).json for o in batch)
+    assert encode_orders(batch) == encode_orders([order(name) for name in "abcde"])
     await buffer.close(1)
