@@ -79,9 +79,10 @@ def test_signed_shopify_and_woocommerce_orders_are_accepted_and_reach_sendcloud(
 
 def test_duplicate_delivery(running: Any) -> None:
     """The same delivery id again is answered `duplicate` and sends nothing more."""
-    headers = shopify_headers(SHOPIFY, delivery="dup-1")
-    assert post(running.url, SHOPIFY, headers).json() == {"status": "accepted"}
-    answer = post(running.url, SHOPIFY, headers)
+    body = json.dumps({**json.loads(SHOPIFY), "updated_at": "2030-01-01T00:00:00+00:00"}).encode()
+    headers = shopify_headers(body, delivery="dup-1")
+    assert post(running.url, body, headers).json() == {"status": "accepted"}
+    answer = post(running.url, body, headers)
     assert (answer.status_code, answer.json()) == (200, {"status": "duplicate"})
     assert_first_order_arrives(running)
 
@@ -204,6 +205,13 @@ def test_full_buffer_is_503_with_retry_after_and_keeps_what_it_has(stack: Any) -
     assert int(answer.headers["Retry-After"]) > 0
     wait_for(lambda: all(started.fake.order(7, order_id) for order_id in ids))
     assert post(started.url, SHOPIFY, shopify_headers(SHOPIFY)).json() == {"status": "accepted"}
+
+
+def test_a_repeat_under_a_new_delivery_id_is_stale(running: Any) -> None:
+    """The same order content again under another delivery id is a repeat: `ignored`, reason `stale`."""
+    answer = post(running.url, SHOPIFY, shopify_headers(SHOPIFY))
+    assert (answer.status_code, answer.json()) == (200, {"status": "ignored", "reason": "stale"})
+    assert_first_order_arrives(running)
 
 
 def test_shutting_down_is_503_and_not_ready(running: Any) -> None:
