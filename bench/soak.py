@@ -64,6 +64,10 @@ def _config(sendcloud_url: str) -> str:
         "[buffer]",
         "debounce_seconds = 1.0",
         "max_wait_seconds = 5.0",
+        # Small bounds on the two memories that grow with distinct deliveries and orders, so the
+        # run reaches them within its first two minutes and "flat" means "bounded".
+        "dedupe_max_entries = 3000",
+        "remember_sent = 1000",
         "[logging]",
         'level = "WARNING"',
     ]

@@ -33,7 +33,7 @@ from service.deadletters import DeadLetter, DeadLetters
 from service.dedupe import SeenDeliveries
 from service.fake_sendcloud import FakeSendcloud
 from service.fake_sendcloud import create_app as create_fake_app
-from service.lanes import AddResult
+from service.lanes import AddResult, MemoryLaneStore
 from service.metrics import Metrics
 from service.openapi import DOCUMENT_JSON
 from service.ratelimit import RateLimiter
@@ -377,6 +377,7 @@ def create_app(
         client,
         deadletters,
         metrics,
+        store_factory=lambda: MemoryLaneStore(remember=bc.remember_sent),
     )
     integrations = _integrations(config)
     state = AppState(

@@ -168,6 +168,8 @@ class BufferConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     dedupe_ttl_seconds: PositiveFloat = 86_400.0
     dedupe_max_entries: PositiveInt = 200_000
     dead_letter_capacity: PositiveInt = 10_000
+    #: per lane, how many sent orders are remembered (their version) to drop stale repeats
+    remember_sent: PositiveInt = 100_000
 
 
 class LoggingConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
