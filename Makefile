@@ -25,8 +25,12 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# The benchmarks (bench/, docs/benchmarks.md): ingest, latency, e2e, batching, memory, translate;
+# pick with SCENARIOS="ingest memory" (add "profile" for py-spy). Needs root for apt-get and taskset
+# on 2 CPUs; about 12 minutes; results under /tmp/bench-results/.
 bench: $(STAMP)
-	$(BIN)/python bench/translate.py
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	SCENARIOS="$(SCENARIOS)" bash bench/run_all.sh
 
 # 10 minutes of steady webhooks with Sendcloud faults sprinkled in (not part of `make test`);
 # SOAK_SECONDS=120 for a shorter run. Prints RSS/pending samples and a PASS/FAILED verdict.
