@@ -179,17 +179,22 @@ async def _handle(state: AppState, request: Request, platform: str, started: flo
     # Arabic-Indic seven (int() reads it as 7).
     known = raw_id.isascii() and raw_id.isdigit() and len(raw_id) < 19
     integration = state.integrations.get(int(raw_id)) if known else None
-    log = _log.bind(platform=platform, integration_id=integration.config.id if integration else raw_id[:20])
+    # One dict of common fields instead of bound loggers: bind() copies a logger per call.
+    ids: dict[str, object] = {
+        "platform": platform,
+        "integration_id": integration.config.id if integration else raw_id[:20],
+    }
+
     if integration is None or integration.config.platform != platform:
-        log.info("webhook.rejected", status=404, error="unknown_integration")
+        _log.info("webhook.rejected", **ids, status=404, error="unknown_integration")
         return _error(404, "unknown_integration", "No such integration for this platform."), "not_found"
     if state.shutting_down:
-        log.info("webhook.rejected", status=503, error="shutting_down")
+        _log.info("webhook.rejected", **ids, status=503, error="shutting_down")
         return _error(503, "shutting_down", "The service is restarting; retry later.", retry=True), "unavailable"
     try:
         body = await _read_body(request, state.config.server.max_body_bytes)
     except _TooLarge:
-        log.info("webhook.rejected", status=413, error="payload_too_large")
+        _log.info("webhook.rejected", **ids, status=413, error="payload_too_large")
         limit = state.config.server.max_body_bytes
         return _error(413, "payload_too_large", f"The body is over {limit} bytes."), "too_large"
     except ClientDisconnect:
@@ -197,47 +202,47 @@ async def _handle(state: AppState, request: Request, platform: str, started: flo
 
     adapter = integration.adapter
     if platform == "woocommerce" and _PING.fullmatch(body):
-        log.info("webhook.ignored", reason="ping")
+        _log.info("webhook.ignored", **ids, reason="ping")
         return _ignored("ping"), "ignored"
     if not _is_json(request.headers.get("content-type"), body):
-        log.info("webhook.rejected", status=415, error="unsupported_media_type")
+        _log.info("webhook.rejected", **ids, status=415, error="unsupported_media_type")
         return _error(415, "unsupported_media_type", "The body must be JSON (application/json)."), "unsupported"
     if not adapter.verify(request.headers, body, integration.secrets):
-        log.warning("webhook.rejected", status=401, error="invalid_signature")
+        _log.warning("webhook.rejected", **ids, status=401, error="invalid_signature")
         return _error(401, "invalid_signature", "The signature header is missing or does not match."), "unauthorized"
 
     delivery_id = adapter.delivery_id(request.headers)
-    log = log.bind(delivery_id=delivery_id)
+    ids["delivery_id"] = delivery_id
     seen_key = (integration.config.id, delivery_id)
     if delivery_id is not None and state.seen.seen(seen_key):
-        log.info("webhook.duplicate")
+        _log.info("webhook.duplicate", **ids)
         return _DUPLICATE, "duplicate"
     topic = adapter.topic(request.headers)
     if topic is None:
-        log.info("webhook.rejected", status=400, error="missing_topic")
+        _log.info("webhook.rejected", **ids, status=400, error="missing_topic")
         return _error(400, "missing_topic", "The topic header is missing."), "bad_request"
     if topic not in adapter.order_topics:
-        log.info("webhook.ignored", reason="topic", topic=topic)
+        _log.info("webhook.ignored", **ids, reason="topic", topic=topic)
         _remember(state, seen_key, delivery_id)
         return _ignored("topic"), "ignored"
 
     try:
         order = adapter.translate(body, integration.config.id)
     except TranslationError as exc:
-        return _untranslatable(state, integration, exc, log, seen_key, delivery_id)
+        return _untranslatable(state, integration, exc, ids, seen_key, delivery_id)
     try:
         added = state.buffer.add(integration.config.id, platform, order, delivery_id=delivery_id, received_at=started)
     except BufferFull:
-        log.warning("webhook.rejected", status=503, error="buffer_full", order_id=order.order_id)
+        _log.warning("webhook.rejected", **ids, status=503, error="buffer_full", order_id=order.order_id)
         return _error(503, "buffer_full", "Too many orders are waiting; retry later.", retry=True), "unavailable"
     except BufferClosed:
-        log.info("webhook.rejected", status=503, error="shutting_down", order_id=order.order_id)
+        _log.info("webhook.rejected", **ids, status=503, error="shutting_down", order_id=order.order_id)
         return _error(503, "shutting_down", "The service is restarting; retry later.", retry=True), "unavailable"
     _remember(state, seen_key, delivery_id)
     if added is AddResult.STALE:
-        log.info("order.stale", order_id=order.order_id, topic=topic)
+        _log.info("order.stale", **ids, order_id=order.order_id, topic=topic)
         return _ignored("stale"), "ignored"
-    log.info("order.buffered", order_id=order.order_id, topic=topic, coalesced=added is AddResult.COALESCED)
+    _log.info("order.buffered", **ids, order_id=order.order_id, topic=topic, coalesced=added is AddResult.COALESCED)
     return _ACCEPTED, "accepted"
 
 
@@ -250,16 +255,16 @@ def _untranslatable(
     state: AppState,
     integration: _Integration,
     exc: TranslationError,
-    log: structlog.typing.FilteringBoundLogger,
+    ids: dict[str, object],
     seen_key: tuple[int, str | None],
     delivery_id: str | None,
 ) -> tuple[Response, str]:
     if exc.reason is Reason.MALFORMED_BODY:
-        log.info("webhook.rejected", status=400, error=str(exc.reason), detail=exc.detail)
+        _log.info("webhook.rejected", **ids, status=400, error=str(exc.reason), detail=exc.detail)
         return _error(400, str(exc.reason), exc.detail), "bad_request"
     _remember(state, seen_key, delivery_id)
     if exc.reason is Reason.NO_SHIPPABLE_ITEMS:
-        log.info("webhook.ignored", reason=str(exc.reason))
+        _log.info("webhook.ignored", **ids, reason=str(exc.reason))
         return _ignored(str(exc.reason)), "ignored"
     state.deadletters.add(
         DeadLetter(
