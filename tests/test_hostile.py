@@ -65,6 +65,7 @@ from tests.conftest import (
     free_port,
     service_toml,
 )
+from tests.mutation import mutate
 from tests.test_app import wait_for
 
 ROOT = Path(__file__).parent.parent
@@ -276,17 +277,6 @@ def _plant(value: Any, planted: str) -> Any:
     return value
 
 
-def _mutate(value: Any, path: list[int], replacement: Any) -> Any:
-    """Replace the node reached by following `path` (indexes into keys or items) with `replacement`."""
-    if not path or not isinstance(value, dict | list) or not value:
-        return replacement
-    keys = list(value) if isinstance(value, dict) else list(range(len(value)))
-    key = keys[path[0] % len(keys)]
-    copy = dict(value) if isinstance(value, dict) else list(value)
-    copy[key] = _mutate(value[key], path[1:], replacement)
-    return copy
-
-
 planted_values = st.sampled_from(PLANTED)
 json_leaves = (
     st.none()
@@ -324,7 +314,7 @@ def orders(draw: st.DrawFn, platform: str) -> bytes:
     if draw(st.booleans()):  # half of them intact, so the buffer sees real orders too
         mutations = st.lists(st.tuples(st.lists(st.integers(0, 60), max_size=5), json_values), min_size=1, max_size=3)
         for path, replacement in draw(mutations):
-            order = _mutate(order, path, replacement)
+            order = mutate(order, path, replacement)
     return json.dumps(order, ensure_ascii=draw(st.booleans())).encode()
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from adapters import ADAPTERS, DEFAULT_CURRENCIES, Order, TranslationError, get_adapter
 from adapters.sendcloud import ENCODER, validate
+from tests.mutation import mutate
 from tests.sendcloud_schema import order_validator
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -60,17 +61,6 @@ def _check(platform: str, body: bytes, planted: list[str] | None = None) -> None
     assert not errors, errors[0].message
 
 
-def _mutate(value: Any, path: list[int], replacement: Any) -> Any:
-    """Replace the node reached by following `path` (indexes into keys or items) with `replacement`."""
-    if not path or not isinstance(value, dict | list) or not value:
-        return replacement
-    keys = list(value) if isinstance(value, dict) else list(range(len(value)))
-    key = keys[path[0] % len(keys)]
-    copy = dict(value) if isinstance(value, dict) else list(value)
-    copy[key] = _mutate(value[key], path[1:], replacement)
-    return copy
-
-
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(platform=st.sampled_from(sorted(ADAPTERS)), body=st.binary(max_size=300))
 def test_arbitrary_bytes(platform: str, body: bytes) -> None:
@@ -96,7 +86,7 @@ def test_mutated_real_orders(platform: str, seed: int, mutations: list[tuple[lis
     samples = SEEDS[platform]
     value = samples[seed % len(samples)]
     for path, replacement in mutations:
-        value = _mutate(value, path, replacement)
+        value = mutate(value, path, replacement)
     planted = [s for _, replacement in mutations for s in _strings(replacement)]
     _check(platform, json.dumps(value).encode(), planted)
 
