@@ -3,7 +3,7 @@
 `POST /webhooks/{platform}/{integration_id}` runs the steps of DESIGN §1 in order — guard,
 verify, dedupe, filter, translate, buffer, answer — and answers within milliseconds; Sendcloud
 is only ever called by the buffer's flush tasks. Every answer to a client is JSON; nothing a
-client sends can cause a 500 (an unexpected failure answers 503, which shops retry).
+client sends can cause a 500 (an unexpected failure answers 503, which Shopify retries).
 """
 
 from __future__ import annotations
