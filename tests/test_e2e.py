@@ -99,7 +99,7 @@ def test_out_of_order_lifecycle_ends_with_exactly_the_latest_version(stack: Any)
 
 def test_woocommerce_updates_coalesce_to_the_latest_snapshot(stack: Any) -> None:
     """Several order.updated snapshots within the debounce become one Sendcloud version, the newest."""
-    started = stack(buffer={"debounce_seconds": 0.3, "max_wait_seconds": 2.0})
+    started = stack(buffer={"debounce_seconds": 1.0, "max_wait_seconds": 5.0})
     deliveries = []
     for minute, status in enumerate(["pending", "processing", "on-hold", "completed"]):
         modified = (T0 + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:%S")
@@ -191,7 +191,7 @@ def test_orders_sendcloud_refuses_are_dead_lettered_and_the_rest_arrive(stack: A
     fake = FakeSendcloud(
         accounts={PUBLIC_KEY: Account(SECRET_KEY, frozenset(INTEGRATIONS))}, currencies=frozenset({"EUR"})
     )
-    started = stack(fake=fake, buffer={"debounce_seconds": 0.3})
+    started = stack(fake=fake, buffer={"debounce_seconds": 1.0, "max_wait_seconds": 10.0})
     deliveries = []
     for n, currency in enumerate(["EUR", "USD", "EUR", "USD", "EUR"]):
         body, headers = shopify_delivery({**SHOPIFY, "id": 30_000 + n, "currency": currency}, "orders/create")

@@ -62,7 +62,10 @@ def assert_all_arrived(started: Any, ids: range, integration: int = 7, timeout: 
 def test_one_invalid_order_in_a_hundred(stack: Any) -> None:
     """99 orders accepted within two requests; the one Sendcloud refuses is dead-lettered with its
     pointer and detail."""
-    started = stack(fake=fake(currencies=frozenset({"EUR", "USD"})), buffer={"debounce_seconds": 0.5})
+    # The 100 orders must make one batch however slowly they arrive: the size trigger sends it.
+    started = stack(
+        fake=fake(currencies=frozenset({"EUR", "USD"})), buffer={"debounce_seconds": 5.0, "max_wait_seconds": 10.0}
+    )
     batch = deliveries(range(1000, 1099)) + deliveries(range(1099, 1100), currency="GBP")
     assert set(asyncio.run(post_all(started.url, batch))) == {200}
     wait_for(lambda: started.state.buffer.pending() == 0)
@@ -76,7 +79,9 @@ def test_one_invalid_order_in_a_hundred(stack: Any) -> None:
 
 def test_several_invalid_orders_in_one_batch(stack: Any) -> None:
     """Three refused orders in one batch: exactly those three are dead-lettered, the rest sent once."""
-    started = stack(fake=fake(currencies=frozenset({"USD"})), buffer={"debounce_seconds": 0.3})
+    started = stack(
+        fake=fake(currencies=frozenset({"USD"})), buffer={"debounce_seconds": 1.0, "max_wait_seconds": 10.0}
+    )
     batch = deliveries(range(2000, 2010)) + deliveries(range(2010, 2013), currency="EUR")
     assert set(asyncio.run(post_all(started.url, batch, concurrency=1))) == {200}
     wait_for(lambda: started.state.buffer.pending() == 0)
