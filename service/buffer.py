@@ -178,14 +178,15 @@ class Buffer:
         """Buffer one order version. Raises `BufferFull` or `BufferClosed` (→ 503)."""
         if self._closing:
             raise BufferClosed
-        if self.pending() >= self.settings.max_pending:
+        unsettled = self.pending()
+        if unsettled >= self.settings.max_pending:
             raise BufferFull
         now = self.clock() if received_at is None else received_at
         self._seq += 1
         version: Version = (_version_time(order), self._seq)
         lane = self._lane(integration_id)
         encoded = encode_order(order)
-        if self.pending() >= COMPRESS_ABOVE:  # Sendcloud is not keeping up: trade CPU for memory
+        if unsettled >= COMPRESS_ABOVE:  # Sendcloud is not keeping up: trade CPU for memory
             encoded = encoded.compress()
         result = lane.store.add(Entry(integration_id, platform, encoded, version, now, delivery_id))
         if result is not AddResult.STALE:

@@ -322,22 +322,12 @@ class SendcloudClient:
         started = time.perf_counter()
         try:
             response = await self._http.post(self._url, content=body)
-        except httpx.TimeoutException as exc:
-            self._observe("timeout", started)
-            return SendResult(
-                SendOutcome.RETRY,
-                None,
-                "timeout",
-                detail=f"no answer from Sendcloud within {self._timeout:g} s ({type(exc).__name__})",
-            )
-        except httpx.RequestError as exc:
-            self._observe("connection_error", started)
-            return SendResult(
-                SendOutcome.RETRY,
-                None,
-                "connection_error",
-                detail=f"could not talk to Sendcloud ({type(exc).__name__})",
-            )
+        except httpx.RequestError as exc:  # timeouts are RequestErrors too
+            timeout = isinstance(exc, httpx.TimeoutException)
+            cause = "timeout" if timeout else "connection_error"
+            self._observe(cause, started)
+            what = f"no answer from Sendcloud within {self._timeout:g} s" if timeout else "could not talk to Sendcloud"
+            return SendResult(SendOutcome.RETRY, None, cause, detail=f"{what} ({type(exc).__name__})")
         self._observe(str(response.status_code), started)
         return self._classify(orders, response)
 
