@@ -508,7 +508,8 @@ def memory(out: Path, quick: bool) -> None:
     steps = [10_000, 50_000]
     rate = 2_500
     readings: list[dict[str, Any]] = []
-    with service(out, "memory", port, sendcloud_url=f"http://127.0.0.1:{closed}/api/v3") as svc:
+    # The default max_pending (50,000): the buffer compresses past 20 % of it, as in production.
+    with service(out, "memory", port, sendcloud_url=f"http://127.0.0.1:{closed}/api/v3", max_pending=50_000) as svc:
         time.sleep(2)
         readings.append({"pending": bl.metrics(port).get("order_bridge_orders_pending"), "rss": bl.rss_bytes(svc.pid)})
         sent = 0

@@ -168,7 +168,7 @@ async def webhook(request: Request) -> Response:
     except Exception:  # a bug: the shop retries a 503, so nothing is lost
         _log.exception("webhook.error", platform=platform)
         response = _error(503, "internal_error", "The order could not be taken; retry later.", retry=True)
-    state.metrics.webhooks.labels(platform=platform, outcome=outcome).inc()
+    state.metrics.webhook_answered(platform, outcome).inc()
     state.metrics.webhook_duration.observe(state.buffer.clock() - started)
     return response
 
@@ -213,8 +213,8 @@ async def _handle(state: AppState, request: Request, platform: str, started: flo
 
     delivery_id = adapter.delivery_id(request.headers)
     ids["delivery_id"] = delivery_id
-    seen_key = (integration.config.id, delivery_id)
-    if delivery_id is not None and state.seen.seen(seen_key):
+    seen_key = None if delivery_id is None else SeenDeliveries.key(integration.config.id, delivery_id)
+    if seen_key is not None and state.seen.seen(seen_key):
         _log.info("webhook.duplicate", **ids)
         return _DUPLICATE, "duplicate"
     topic = adapter.topic(request.headers)
@@ -223,7 +223,7 @@ async def _handle(state: AppState, request: Request, platform: str, started: flo
         return _error(400, "missing_topic", "The topic header is missing."), "bad_request"
     if topic not in adapter.order_topics:
         _log.info("webhook.ignored", **ids, reason="topic", topic=topic)
-        _remember(state, seen_key, delivery_id)
+        _remember(state, seen_key)
         return _ignored("topic"), "ignored"
 
     try:
@@ -238,7 +238,7 @@ async def _handle(state: AppState, request: Request, platform: str, started: flo
     except BufferClosed:
         _log.info("webhook.rejected", **ids, status=503, error="shutting_down", order_id=order.order_id)
         return _error(503, "shutting_down", "The service is restarting; retry later.", retry=True), "unavailable"
-    _remember(state, seen_key, delivery_id)
+    _remember(state, seen_key)
     if added is AddResult.STALE:
         _log.info("order.stale", **ids, order_id=order.order_id, topic=topic)
         return _ignored("stale"), "ignored"
@@ -246,8 +246,8 @@ async def _handle(state: AppState, request: Request, platform: str, started: flo
     return _ACCEPTED, "accepted"
 
 
-def _remember(state: AppState, key: tuple[int, str | None], delivery_id: str | None) -> None:
-    if delivery_id is not None:
+def _remember(state: AppState, key: str | None) -> None:
+    if key is not None:
         state.seen.remember(key)
 
 
@@ -256,13 +256,13 @@ def _untranslatable(
     integration: _Integration,
     exc: TranslationError,
     ids: dict[str, object],
-    seen_key: tuple[int, str | None],
+    seen_key: str | None,
     delivery_id: str | None,
 ) -> tuple[Response, str]:
     if exc.reason is Reason.MALFORMED_BODY:
         _log.info("webhook.rejected", **ids, status=400, error=str(exc.reason), detail=exc.detail)
         return _error(400, str(exc.reason), exc.detail), "bad_request"
-    _remember(state, seen_key, delivery_id)
+    _remember(state, seen_key)
     if exc.reason is Reason.NO_SHIPPABLE_ITEMS:
         _log.info("webhook.ignored", **ids, reason=str(exc.reason))
         return _ignored(str(exc.reason)), "ignored"

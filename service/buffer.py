@@ -37,10 +37,6 @@ __all__ = ["Buffer", "BufferClosed", "BufferFull", "BufferSettings", "Lane", "Le
 
 _log = structlog.get_logger("order_bridge.buffer")
 _LEDGER_METRIC = "order_bridge_order_versions_total"
-#: Above this many unsettled orders new ones are kept zlib-compressed (about 1.4 kB instead of
-#: 3.5 kB each, for ~20 µs): a backlog that size only builds up when Sendcloud cannot keep up
-#: (its limit drains ~150 orders/s per account), never in normal operation.
-COMPRESS_ABOVE = 5_000
 
 
 class Sender(Protocol):
@@ -69,6 +65,14 @@ class BufferSettings:
     max_pending: int = 50_000
     #: share of `max_pending` above which the service reports not ready
     high_water: float = 0.9
+    #: share of `max_pending` above which new orders are kept zlib-compressed (about 1.4 kB
+    #: instead of 2.5 kB of JSON, for ~20 µs of CPU each way): a backlog that size only builds
+    #: up when Sendcloud cannot keep up, so normal operation never pays for it.
+    compress_share: float = 0.2
+
+    @property
+    def compress_above(self) -> int:
+        return int(self.compress_share * self.max_pending)
 
 
 @dataclass(slots=True)
@@ -186,7 +190,7 @@ class Buffer:
         version: Version = (_version_time(order), self._seq)
         lane = self._lane(integration_id)
         encoded = encode_order(order)
-        if unsettled >= COMPRESS_ABOVE:  # Sendcloud is not keeping up: trade CPU for memory
+        if unsettled >= self.settings.compress_above:  # Sendcloud is not keeping up: trade CPU for memory
             encoded = encoded.compress()
         result = lane.store.add(Entry(integration_id, platform, encoded, version, now, delivery_id))
         if result is not AddResult.STALE:
@@ -199,7 +203,7 @@ class Buffer:
 
     def _fate(self, fate: str, count: int = 1) -> None:
         if count:
-            self._metrics.order_versions.labels(fate=fate).inc(count)
+            self._metrics.versions[fate].inc(count)
 
     def ledger(self) -> Ledger:
         """The conservation ledger of DESIGN §5, from the `order_versions_total` counters."""
@@ -325,11 +329,11 @@ class Buffer:
             self._fate("sent", len(batch))
             self._metrics.batches.labels(outcome="accepted").inc()
             _log.info("batch.accepted", **ids, size=len(batch), status=result.status)
+            self._metrics.orders_accepted.inc(len(batch))
             for n, entry in enumerate(batch, 1):
                 if n % 20 == 0:
                     await asyncio.sleep(0)  # 100 log lines in one go would hold up the webhooks
                 latency = now - entry.received_at
-                self._metrics.orders_accepted.inc()
                 self._metrics.order_end_to_end.observe(latency)
                 _log.info(
                     "order.accepted",

@@ -1,11 +1,13 @@
 """Delivery ids seen recently, so a platform's retry of a delivery we already took is answered
-`duplicate` (DESIGN §1 step 3). Bounded in time (`ttl`) and size (`max_entries`, oldest out)."""
+`duplicate` (DESIGN §1 step 3). Bounded in time (`ttl`) and size: at most `max_entries` ids,
+always at least the newest half of them (`service.recent.Recent`)."""
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
+
+from service.recent import Recent
 
 __all__ = ["SeenDeliveries"]
 
@@ -13,24 +15,20 @@ __all__ = ["SeenDeliveries"]
 class SeenDeliveries:
     def __init__(self, ttl: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl
-        self._max = max_entries
         self._clock = clock
-        self._expiry: OrderedDict[Hashable, float] = OrderedDict()
+        #: "integration:delivery id" → expiry (a str key and a float value: see `Recent`)
+        self._expiry: Recent[float] = Recent(max_entries)
 
-    def seen(self, key: Hashable) -> bool:
+    @staticmethod
+    def key(integration_id: int, delivery_id: str) -> str:
+        return f"{integration_id}:{delivery_id}"
+
+    def seen(self, key: str) -> bool:
         expiry = self._expiry.get(key)
         return expiry is not None and expiry > self._clock()
 
-    def remember(self, key: Hashable) -> None:
-        now = self._clock()
-        self._expiry[key] = now + self._ttl
-        self._expiry.move_to_end(key)
-        # Entries are in expiry order (same ttl for all): drop the expired and the overflow.
-        while self._expiry:
-            oldest_key, oldest_expiry = next(iter(self._expiry.items()))
-            if oldest_expiry > now and len(self._expiry) <= self._max:
-                break
-            del self._expiry[oldest_key]
+    def remember(self, key: str) -> None:
+        self._expiry.put(key, self._clock() + self._ttl)
 
     def __len__(self) -> int:
         return len(self._expiry)

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from adapters.sendcloud import EncodedOrder
+from service.recent import Recent
 
 __all__ = ["AddResult", "Entry", "LaneStore", "MemoryLaneStore", "Version"]
 
@@ -93,19 +94,20 @@ def _not_newer(entry: Entry, version: Version, same_content: Callable[[], bool])
 
 
 class MemoryLaneStore:
-    """`LaneStore` in memory. `remember` bounds how many sent versions are kept for staleness."""
+    """`LaneStore` in memory. `remember` bounds how many sent versions are kept for staleness
+    (at most that many, always at least the newest half: `service.recent.Recent`)."""
 
     def __init__(self, remember: int = 100_000) -> None:
         self._pending: OrderedDict[str, Entry] = OrderedDict()
         self._flying: dict[str, Entry] = {}
-        #: order_id → (version sent, digest of the order sent), for staleness and repeats
-        self._sent: OrderedDict[str, tuple[Version, int]] = OrderedDict()
-        self._remember = remember
+        #: order_id → (update time, arrival, digest) of the version sent, for staleness and
+        #: repeats: a flat tuple of numbers, which the garbage collector stops tracking
+        self._sent: Recent[tuple[float, int, int]] = Recent(remember)
 
     def add(self, entry: Entry) -> AddResult:
         order_id = entry.order_id
         sent = self._sent.get(order_id)
-        if sent is not None and _not_newer(entry, sent[0], lambda: _digest(entry.order) == sent[1]):
+        if sent is not None and _not_newer(entry, (sent[0], sent[1]), lambda: _digest(entry.order) == sent[2]):
             return AddResult.STALE
         flying = self._flying.get(order_id)
         if flying is not None and _not_newer(entry, flying.version, lambda: entry.order.json == flying.order.json):
@@ -153,10 +155,8 @@ class MemoryLaneStore:
         for entry in entries:
             self._flying.pop(entry.order_id, None)
             if sent:
-                self._sent[entry.order_id] = (entry.version, _digest(entry.order))
-                self._sent.move_to_end(entry.order_id)
-                while len(self._sent) > self._remember:
-                    self._sent.popitem(last=False)
+                when, arrival = entry.version
+                self._sent.put(entry.order_id, (when, arrival, _digest(entry.order)))
 
     def pending(self) -> int:
         return len(self._pending)

@@ -3,18 +3,28 @@
 Events carry ids, counts, timings and outcomes only — never addresses, e-mails, phone numbers,
 names or secrets (DESIGN §7). uvicorn's own records (start-up, errors) go through the same
 renderer, so every line of the process is JSON.
+
+Two lines are logged per order at INFO, so the pipeline is kept short (docs/benchmarks.md):
+one processor adds level and timestamp (the second's text is formatted once a second) and
+renders with msgspec; `LineWriter` gathers the lines of one event-loop iteration into one `write()`
+instead of a write and a flush per line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import sys
-from typing import Any
+import threading
+import time
+from typing import Any, BinaryIO
 
 import msgspec
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
-__all__ = ["configure_logging"]
+__all__ = ["LineWriter", "configure_logging"]
 
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
 
@@ -24,36 +34,112 @@ def _encode(event: Any, **_: Any) -> bytes:
     return msgspec.json.encode(event, enc_hook=str)
 
 
+#: what structlog's `add_log_level` writes for these method names
+_RENAMED = {"warn": "warning", "exception": "error"}
+
+
+class _Render:
+    """The whole processor chain in one call: `level`, an ISO 8601 UTC `timestamp` with
+    microseconds (as structlog's `add_log_level` + `TimeStamper(fmt="iso", utc=True)` add them,
+    without building a `datetime` per line: the second's text is made once a second), the
+    traceback of an `exc_info`, and the JSON line."""
+
+    __slots__ = ("_prefix", "_second", "_text")
+
+    def __init__(self, *, text: bool = False) -> None:
+        self._second = -1
+        self._prefix = ""
+        self._text = text  # the stdlib formatter wants str, structlog's logger bytes
+
+    def stamp(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event_dict["level"] = _RENAMED.get(method_name, method_name)
+        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+        return event_dict
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> bytes | str:
+        if "level" not in event_dict:  # the stdlib path stamps in its pre-chain
+            self.stamp(logger, method_name, event_dict)
+        if "exc_info" in event_dict:
+            event_dict = structlog.processors.format_exc_info(logger, method_name, event_dict)
+        line = _encode(event_dict)
+        return line.decode() if self._text else line
+
+
+class LineWriter:
+    """A structlog logger writing rendered lines to a binary stream.
+
+    Inside a running event loop, lines are kept until the end of the loop's current iteration
+    and then written with one `write()` + `flush()`; outside one (the CLI, start-up, a thread)
+    each line is written at once. At most one iteration's lines are lost if the process is
+    killed with SIGKILL; a normal exit writes them (atexit)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._lines: list[bytes] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+        atexit.register(self.flush)
+
+    def msg(self, message: bytes) -> None:
+        loop = asyncio._get_running_loop()
+        with self._lock:
+            self._lines.append(message)
+            if loop is not None and self._scheduled:
+                return
+            if loop is not None:
+                self._scheduled = True
+        if loop is None:
+            self.flush()
+        else:
+            loop.call_soon(self.flush)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._lines = self._lines, []
+            self._scheduled = False
+        if lines:
+            lines.append(b"")
+            self._stream.write(b"\n".join(lines))
+            self._stream.flush()
+
+
+_writers: dict[int, LineWriter] = {}
+
+
+def _writer(stream: BinaryIO) -> LineWriter:
+    # One writer per stream for the process: re-configuring (tests) must not leave a second
+    # buffer whose lines could come out of order.
+    writer = _writers.get(id(stream))
+    if writer is None:
+        writer = _writers[id(stream)] = LineWriter(stream)
+    return writer
+
+
 def configure_logging(level: str = "INFO", *, cache: bool = True) -> None:
     """Route structlog and the standard library (uvicorn) to JSON lines on stdout.
 
     `cache=False` keeps loggers re-configurable, which `structlog.testing.capture_logs` needs.
     """
     numeric = _LEVELS[level.upper()]
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
+    writer = _writer(sys.stdout.buffer)
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=_encode),
-        ],
+        processors=[_Render()],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        logger_factory=lambda *_: writer,
         cache_logger_on_first_use=cache,
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer(serializer=lambda e, **_: _encode(e).decode()),
-            ],
+            foreign_pre_chain=[_Render().stamp, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _Render(text=True)],
         )
     )
     root = logging.getLogger()

@@ -21,12 +21,15 @@ _SLOW = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 90
 class Metrics:
     """Every metric the service exports; `registry` is what `/metrics` renders."""
 
+    _answered: dict[tuple[str, str], Counter]
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.webhooks = Counter(
             _PREFIX + "webhooks", "Webhooks answered, by platform and outcome.", ["platform", "outcome"], registry=r
         )
+        self._answered = {}
         self.webhook_duration = Histogram(
             _PREFIX + "webhook_duration_seconds", "Time to answer a webhook.", buckets=_FAST, registry=r
         )
@@ -61,11 +64,21 @@ class Metrics:
             ["fate"],
             registry=r,
         )
-        for fate in ("accepted", "sent", "superseded", "dead_lettered"):
-            self.order_versions.labels(fate=fate)  # exported as 0 from the start
+        # Children resolved once (exported as 0 from the start): `labels()` costs more than `inc()`.
+        self.versions = {
+            f: self.order_versions.labels(fate=f) for f in ("accepted", "sent", "superseded", "dead_lettered")
+        }
         self.order_end_to_end = Histogram(
             _PREFIX + "order_end_to_end_seconds",
             "From webhook receipt to Sendcloud's acceptance.",
             buckets=_SLOW,
             registry=r,
         )
+
+    def webhook_answered(self, platform: str, outcome: str) -> Counter:
+        """The `webhooks` counter child for one answer, resolved once per label pair (both
+        labels come from fixed sets, so this cache is bounded)."""
+        child = self._answered.get((platform, outcome))
+        if child is None:
+            child = self._answered[(platform, outcome)] = self.webhooks.labels(platform=platform, outcome=outcome)
+        return child

@@ -451,13 +451,10 @@ async def test_ledger_balances_through_coalescing_retries_and_refusals() -> None
 
 
 @pytest.mark.anyio
-async def test_a_backlog_is_kept_compressed_and_sent_intact(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past COMPRESS_ABOVE pending orders new ones are stored compressed; batches carry the same JSON."""
-    import service.buffer
-
-    monkeypatch.setattr(service.buffer, "COMPRESS_ABOVE", 2)
+async def test_a_backlog_is_kept_compressed_and_sent_intact() -> None:
+    """Past `compress_share` of max_pending new orders are stored compressed; batches carry the same JSON."""
     sender = ScriptedSender()
-    buffer, _, _ = make_buffer(sender, debounce_seconds=60, max_wait_seconds=60)
+    buffer, _, _ = make_buffer(sender, debounce_seconds=60, max_wait_seconds=60, max_pending=10, compress_share=0.2)
     for name in "abcde":
         buffer.add(7, "shopify", order(name))
     buffer.flush()
