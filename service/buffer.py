@@ -331,7 +331,7 @@ class Buffer:
             _log.info("batch.accepted", **ids, size=len(batch), status=result.status)
             self._metrics.orders_accepted.inc(len(batch))
             for n, entry in enumerate(batch, 1):
-                if n % 20 == 0:
+                if n % 10 == 0:
                     await asyncio.sleep(0)  # 100 log lines in one go would hold up the webhooks
                 latency = now - entry.received_at
                 self._metrics.order_end_to_end.observe(latency)
