@@ -3,13 +3,13 @@
 
 The latency scenario runs a fresh process for 23 s. A long-running service also holds, at
 their caps, what it remembers about orders already handled: per lane up to 100,000 sent
-versions (`MemoryLaneStore._sent`: an OrderedDict of order_id → ((time, seq), digest)) and up to
-200,000 delivery ids (`SeenDeliveries`: an OrderedDict of (integration, delivery id) → expiry).
-Each full (generation 2) collection walks every entry of those OrderedDicts, on the event loop.
-This builds containers of the same shapes and sizes (no service code: the shapes are copied
-from service/lanes.py and service/dedupe.py at the time of writing) and times `gc.collect()`;
-for comparison, the same 200,000 delivery ids in a plain dict[str, float], which CPython stops
-tracking altogether.
+versions (`MemoryLaneStore._sent`) and up to 200,000 delivery ids (`SeenDeliveries`). A full
+(generation 2) collection walks every container the collector tracks, on the event loop.
+
+This fills the service's own stores to those caps through their real methods and times
+`gc.collect()`; for comparison, the `OrderedDict` shapes they had before `service.recent.Recent`
+(order_id → ((time, seq), digest), and (integration, delivery id) → expiry), which CPython
+never stops tracking.
 
 Usage: python bench/gc_pause.py [LANES]
 """
@@ -21,6 +21,11 @@ import sys
 import time
 from collections import OrderedDict
 
+from service.dedupe import SeenDeliveries
+from service.lanes import MemoryLaneStore
+
+SENT, SEEN = 100_000, 200_000
+
 
 def full_collection_ms() -> float:
     gc.collect()
@@ -29,25 +34,40 @@ def full_collection_ms() -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def order_id(lane: int, k: int) -> str:
+    return str(8_000_000_000_000 + lane * 1_000_000 + k)
+
+
 def main() -> int:
     lanes = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    gc.freeze()  # as `order-bridge serve` does after start-up
     empty = full_collection_ms()
-    sent = [
-        OrderedDict((str(8_000_000_000_000 + lane * 1_000_000 + k), ((float(k), k), k)) for k in range(100_000))
-        for lane in range(lanes)
-    ]
-    with_sent = full_collection_ms()
-    seen = OrderedDict(((k % lanes + 1, f"bench-{8_000_000_000_000 + k}"), float(k)) for k in range(200_000))
-    with_seen = full_collection_ms()
-    del sent, seen
-    plain = {f"{k % lanes + 1}:bench-{8_000_000_000_000 + k}": float(k) for k in range(200_000)}
-    with_plain = full_collection_ms()
-    del plain
-    print(f"full collection, Python {sys.version.split()[0]}:")
+
+    stores = [MemoryLaneStore(remember=SENT) for _ in range(lanes)]
+    for lane, store in enumerate(stores):
+        for k in range(SENT):
+            store._sent.put(order_id(lane, k), (float(k), k, hash(order_id(lane, k))))
+    seen = SeenDeliveries(86_400, SEEN)
+    for k in range(SEEN):
+        seen.remember(SeenDeliveries.key(k % lanes + 1, f"bench-{8_000_000_000_000 + k}"))
+    service = full_collection_ms()
+    held = sum(len(store._sent) for store in stores), len(seen)
+    del stores, seen
+
+    sent = [OrderedDict((order_id(lane, k), ((float(k), k), k)) for k in range(SENT)) for lane in range(lanes)]
+    old_sent = full_collection_ms()
+    old_seen = OrderedDict(((k % lanes + 1, f"bench-{8_000_000_000_000 + k}"), float(k)) for k in range(SEEN))
+    old_both = full_collection_ms()
+    del sent, old_seen
+
+    print(f"full collection, Python {sys.version.split()[0]}, after gc.freeze():")
     print(f"  {empty:6.1f} ms  nothing remembered")
-    print(f"  {with_sent:6.1f} ms  {lanes} lanes x 100,000 sent versions (OrderedDict, as MemoryLaneStore._sent)")
-    print(f"  {with_seen:6.1f} ms  ... and 200,000 delivery ids (OrderedDict of tuples, as SeenDeliveries)")
-    print(f"  {with_plain:6.1f} ms  200,000 delivery ids alone in a plain dict[str, float] (not tracked by the GC)")
+    print(
+        f"  {service:6.1f} ms  the service's stores at their caps: {held[0]:,} sent versions in {lanes} lanes"
+        f" and {held[1]:,} delivery ids (service.recent.Recent: untracked)"
+    )
+    print(f"  {old_sent:6.1f} ms  before: {lanes} lanes x {SENT:,} sent versions as OrderedDicts")
+    print(f"  {old_both:6.1f} ms  before: ... and {SEEN:,} delivery ids as an OrderedDict of tuples")
     return 0
 
 

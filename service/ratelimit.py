@@ -20,6 +20,16 @@ the windows hold less than the documented limits: `margin` (default 0.9) of the 
 limit and `burst_per_second - burst_headroom` (default: one less) per second, never less
 than 1.
 
+Pacing: the windows alone let a busy account spend the minute's grants as fast as the
+per-second window allows and then grant nothing until the oldest expire — with ten lanes
+flushing every 5 s that was 45 s of flow and a 15 s stall, every minute (docs/benchmarks.md).
+So grants are also paced, like a token bucket that never outruns the minute window: up to
+`burst` (a tenth of the minute's budget, at most the per-second window) at once, the rest
+accruing evenly, `(per_minute - burst) / 60` a second. Any 60 s then holds at most `per_minute`
+grants from the pacing alone, the minute window never has to stop the flow, and a lane held
+back meanwhile absorbs more orders into its next batch. Sustained, that is `per_minute - burst`
+requests a minute (81 of Sendcloud's 100 by default) of 100 orders each when it matters.
+
 Waiters are served first come, first served (an `asyncio.Lock`, whose waiters queue in
 order), so one busy lane cannot starve the others sharing the account. `RateLimiters` hands
 out one limiter per account (public key + base URL), so every lane on the same credentials
@@ -60,6 +70,7 @@ class RateLimiter:
         burst_per_second: int = 15,
         margin: float = 0.9,
         burst_headroom: int = 1,
+        paced: bool = True,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -73,6 +84,12 @@ class RateLimiter:
         self.per_minute = max(1, math.floor(requests_per_minute * margin))
         #: Grants allowed in any 1 s window: the configured burst less the headroom.
         self.per_second = max(1, burst_per_second - burst_headroom)
+        #: Grants that may go at once when the pace has been idle (see the module docstring).
+        self.burst = max(1, min(self.per_second, self.per_minute // 10))
+        #: Grants a second accrued by the pacing; None (`paced=False`): the windows alone.
+        self.pace = max(1, self.per_minute - self.burst) / _MINUTE if paced else None
+        self._tokens = float(self.burst)
+        self._refilled = clock()
         self._clock = clock
         self._sleep = sleep
         self._lock = asyncio.Lock()
@@ -90,6 +107,7 @@ class RateLimiter:
                 if wait <= _EPSILON:
                     self._second.append(now)
                     self._minute.append(now)
+                    self._tokens -= 1
                     return max(0.0, now - start)
                 await self._sleep(wait)
 
@@ -106,6 +124,11 @@ class RateLimiter:
         _expire(self._second, now - _SECOND)
         _expire(self._minute, now - _MINUTE)
         wait = self._not_before - now
+        if self.pace is not None:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * self.pace)
+            self._refilled = now
+            if self._tokens < 1 - _EPSILON:
+                wait = max(wait, (1 - self._tokens) / self.pace)
         if len(self._second) >= self.per_second:
             wait = max(wait, self._second[-self.per_second] + _SECOND - now)
         if len(self._minute) >= self.per_minute:
@@ -132,9 +155,11 @@ class RateLimiters:
         *,
         margin: float = 0.9,
         burst_headroom: int = 1,
+        paced: bool = True,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
+        self._paced = paced
         self._margin = margin
         self._burst_headroom = burst_headroom
         self._clock = clock
@@ -157,6 +182,7 @@ class RateLimiters:
             burst_per_second=burst_per_second,
             margin=self._margin,
             burst_headroom=self._burst_headroom,
+            paced=self._paced,
             clock=self._clock,
             sleep=self._sleep,
         )

@@ -53,9 +53,10 @@ def _max_in_window(times: list[float], width: float) -> int:
 
 @pytest.mark.anyio
 async def test_a_burst_goes_out_at_once_then_waits_for_the_second_to_pass() -> None:
-    """With burst 15 and the default headroom, 14 tokens are immediate; the 15th waits a second."""
+    """With burst 15 and the default headroom, 14 tokens are immediate; the 15th waits a second
+    (the windows alone: pacing off)."""
     fake = FakeTime()
-    limiter = _limiter(fake, requests_per_minute=100, burst_per_second=15)
+    limiter = _limiter(fake, requests_per_minute=100, burst_per_second=15, paced=False)
     waited = [await limiter.acquire() for _ in range(14)]
     assert waited == [0.0] * 14
     assert fake.sleeps == []
@@ -66,9 +67,10 @@ async def test_a_burst_goes_out_at_once_then_waits_for_the_second_to_pass() -> N
 
 @pytest.mark.anyio
 async def test_the_per_minute_cap_holds_over_any_sixty_seconds() -> None:
-    """With 100/min and the default margin, 90 tokens fit in a minute; the 91st waits for the first to age out."""
+    """With 100/min and the default margin, 90 tokens fit in a minute; the 91st waits for the
+    first to age out (the windows alone: pacing off)."""
     fake = FakeTime()
-    limiter = _limiter(fake, requests_per_minute=100, burst_per_second=15)
+    limiter = _limiter(fake, requests_per_minute=100, burst_per_second=15, paced=False)
     times = await _grants(limiter, fake, 90)
     assert times[-1] < 1000.0 + 7  # 90 tokens in bursts of 14 a second
     waited = await limiter.acquire()
@@ -83,9 +85,10 @@ async def test_the_per_minute_cap_holds_over_any_sixty_seconds() -> None:
 
 @pytest.mark.anyio
 async def test_a_token_bucket_would_double_the_first_minute_this_does_not() -> None:
-    """Within the first 60 s no more than 90 tokens are granted, however long callers queue."""
+    """Within the first 60 s no more than 90 tokens are granted, however long callers queue
+    (the windows alone: pacing off)."""
     fake = FakeTime()
-    limiter = _limiter(fake, requests_per_minute=100, burst_per_second=15)
+    limiter = _limiter(fake, requests_per_minute=100, burst_per_second=15, paced=False)
     times = await _grants(limiter, fake, 181)
     assert sum(1 for t in times if t < 1059.999) == 90
 
@@ -94,7 +97,7 @@ async def test_a_token_bucket_would_double_the_first_minute_this_does_not() -> N
 async def test_concurrent_waiters_are_served_in_arrival_order() -> None:
     """Tasks queued on the limiter get their tokens first come, first served, latecomers too."""
     fake = FakeTime()
-    limiter = _limiter(fake, requests_per_minute=100, burst_per_second=3, burst_headroom=0)
+    limiter = _limiter(fake, requests_per_minute=100, burst_per_second=3, burst_headroom=0, paced=False)
     served: list[int] = []
 
     async def lane(number: int) -> None:
@@ -114,9 +117,44 @@ async def test_concurrent_waiters_are_served_in_arrival_order() -> None:
 async def test_the_wait_counts_the_time_spent_queued_behind_others() -> None:
     """`acquire()` returns the seconds from the call to the grant, lock wait included."""
     fake = FakeTime()
-    limiter = _limiter(fake, requests_per_minute=100, burst_per_second=2, burst_headroom=0)
+    limiter = _limiter(fake, requests_per_minute=100, burst_per_second=2, burst_headroom=0, paced=False)
     waits = await asyncio.gather(*(limiter.acquire() for _ in range(5)))
     assert waits == pytest.approx([0.0, 0.0, 1.0, 1.0, 2.0])
+
+
+@pytest.mark.anyio
+async def test_paced_grants_never_stall_on_the_minute_window() -> None:
+    """Defaults (100/min, 15/s): 9 tokens at once, then one every 60/81 s, for ever. Demand of
+    2 requests a second (ten lanes flushing every 5 s) used to get 90 grants in 45 s and then
+    none for 15 s; paced, no caller waits longer than one interval, and the windows hold."""
+    fake = FakeTime()
+    limiter = _limiter(fake, requests_per_minute=100, burst_per_second=15)
+    assert (limiter.burst, limiter.pace) == (9, pytest.approx(81 / 60))
+    times = []
+    for k in range(360):  # 180 s of demand at 2 a second, each asked for at its arrival
+        fake.now = max(fake.now, 1000.0 + k / 2)
+        await limiter.acquire()
+        times.append(fake.now)
+    assert times[:9] == [1000.0 + k / 2 for k in range(9)]  # the burst allowance: nobody waits
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert max(gaps) <= 60 / 81 + 1e-6
+    assert _max_in_window(times, 60.0) <= limiter.per_minute
+    assert _max_in_window(times, 1.0) <= limiter.per_second
+    # Sustained, once the allowance is spent: exactly 81 a minute, not fewer.
+    assert gaps[-100:] == pytest.approx([60 / 81] * 100, rel=1e-6)
+
+
+@pytest.mark.anyio
+async def test_an_idle_pace_refills_only_up_to_the_burst() -> None:
+    """After an hour idle, 9 tokens go at once and the tenth waits one interval."""
+    fake = FakeTime()
+    limiter = _limiter(fake, requests_per_minute=100, burst_per_second=15)
+    await _grants(limiter, fake, 30)
+    fake.now += 3600
+    start = fake.now
+    times = await _grants(limiter, fake, 10)
+    assert times[:9] == [start] * 9
+    assert times[9] == pytest.approx(start + 60 / 81)
 
 
 @pytest.mark.parametrize(
