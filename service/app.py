@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from adapters import ADAPTERS, Adapter, Reason, TranslationError, get_adapter
 from service.buffer import Buffer, BufferClosed, BufferFull, BufferSettings
@@ -131,19 +132,30 @@ class _TooLarge(Exception):
     pass
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(headers: Mapping[str, str], receive: Receive, limit: int) -> bytes:
     """The raw body, refused as soon as it is known to exceed `limit` bytes (never read whole)."""
-    declared = request.headers.get("content-length")
+    declared = headers.get("content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         raise _TooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise _TooLarge
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request headers as a plain dict: ASGI names are lower-case already; of a repeated
+    header the first counts, as with Starlette's `Headers.get`."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(scope["headers"])}
 
 
 def _is_json(content_type: str | None, body: bytes) -> bool:
@@ -156,25 +168,37 @@ def _is_json(content_type: str | None, body: bytes) -> bool:
 # ---------------------------------------------------------------- the webhook
 
 
-async def webhook(request: Request) -> Response:
-    state: AppState = request.app.state.order_bridge
+class _Webhook:
+    """The webhook route as a plain ASGI app under Starlette's router (`Route` treats an
+    instance as one): it reads the few headers and the body it needs straight from ASGI rather
+    than through a `Request`. This route takes every order; the others are ordinary endpoints."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await webhook(scope, receive, send)
+
+
+async def webhook(scope: Scope, receive: Receive, send: Send) -> None:
+    state: AppState = scope["app"].state.order_bridge
+    path_params = scope["path_params"]
     # The path is the client's: only a known platform name may become a log field or a metric
     # label (an arbitrary one would grow the metrics without bound).
-    platform = request.path_params["platform"] if request.path_params["platform"] in ADAPTERS else "unknown"
+    platform = path_params["platform"] if path_params["platform"] in ADAPTERS else "unknown"
     started = state.buffer.clock()
     outcome = "error"
     try:
-        response, outcome = await _handle(state, request, platform, started)
+        response, outcome = await _handle(state, scope, receive, platform, started)
     except Exception:  # a bug: the shop retries a 503, so nothing is lost
         _log.exception("webhook.error", platform=platform)
         response = _error(503, "internal_error", "The order could not be taken; retry later.", retry=True)
     state.metrics.webhook_answered(platform, outcome).inc()
     state.metrics.webhook_duration.observe(state.buffer.clock() - started)
-    return response
+    await response(scope, receive, send)
 
 
-async def _handle(state: AppState, request: Request, platform: str, started: float) -> tuple[Response, str]:
-    raw_id = request.path_params["integration_id"]
+async def _handle(
+    state: AppState, scope: Scope, receive: Receive, platform: str, started: float
+) -> tuple[Response, str]:
+    raw_id = scope["path_params"]["integration_id"]
     # isascii(): str.isdigit() also accepts a superscript three (int() refuses it) and an
     # Arabic-Indic seven (int() reads it as 7).
     known = raw_id.isascii() and raw_id.isdigit() and len(raw_id) < 19
@@ -191,8 +215,9 @@ async def _handle(state: AppState, request: Request, platform: str, started: flo
     if state.shutting_down:
         _log.info("webhook.rejected", **ids, status=503, error="shutting_down")
         return _error(503, "shutting_down", "The service is restarting; retry later.", retry=True), "unavailable"
+    headers = _headers(scope)
     try:
-        body = await _read_body(request, state.config.server.max_body_bytes)
+        body = await _read_body(headers, receive, state.config.server.max_body_bytes)
     except _TooLarge:
         _log.info("webhook.rejected", **ids, status=413, error="payload_too_large")
         limit = state.config.server.max_body_bytes
@@ -204,20 +229,20 @@ async def _handle(state: AppState, request: Request, platform: str, started: flo
     if platform == "woocommerce" and _PING.fullmatch(body):
         _log.info("webhook.ignored", **ids, reason="ping")
         return _ignored("ping"), "ignored"
-    if not _is_json(request.headers.get("content-type"), body):
+    if not _is_json(headers.get("content-type"), body):
         _log.info("webhook.rejected", **ids, status=415, error="unsupported_media_type")
         return _error(415, "unsupported_media_type", "The body must be JSON (application/json)."), "unsupported"
-    if not adapter.verify(request.headers, body, integration.secrets):
+    if not adapter.verify(headers, body, integration.secrets):
         _log.warning("webhook.rejected", **ids, status=401, error="invalid_signature")
         return _error(401, "invalid_signature", "The signature header is missing or does not match."), "unauthorized"
 
-    delivery_id = adapter.delivery_id(request.headers)
+    delivery_id = adapter.delivery_id(headers)
     ids["delivery_id"] = delivery_id
     seen_key = None if delivery_id is None else SeenDeliveries.key(integration.config.id, delivery_id)
     if seen_key is not None and state.seen.seen(seen_key):
         _log.info("webhook.duplicate", **ids)
         return _DUPLICATE, "duplicate"
-    topic = adapter.topic(request.headers)
+    topic = adapter.topic(headers)
     if topic is None:
         _log.info("webhook.rejected", **ids, status=400, error="missing_topic")
         return _error(400, "missing_topic", "The topic header is missing."), "bad_request"
@@ -344,7 +369,7 @@ def create_app(
     metrics = Metrics()
     sandbox: FakeSendcloud | None = None
     routes: list[BaseRoute] = [
-        Route("/webhooks/{platform}/{integration_id}", webhook, methods=["POST"]),
+        Route("/webhooks/{platform}/{integration_id}", _Webhook(), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),

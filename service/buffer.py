@@ -198,7 +198,13 @@ class Buffer:
             if result is AddResult.COALESCED:
                 self._fate("superseded")
             lane.last_activity = now
-            lane.wake.set()
+            # The lane's task only needs waking when this order changes what it waits for: a
+            # lane that was empty has no timer yet, and a full one flushes now. Otherwise its
+            # timer fires at the old debounce deadline and re-reads `last_activity` — one wake
+            # per debounce period instead of one per order.
+            pending = lane.store.pending()
+            if pending == 1 or pending >= self.settings.max_batch:
+                lane.wake.set()
         return result
 
     def _fate(self, fate: str, count: int = 1) -> None:

@@ -16,7 +16,6 @@ import asyncio
 import atexit
 import logging
 import sys
-import threading
 import time
 from typing import Any, BinaryIO
 
@@ -81,29 +80,27 @@ class LineWriter:
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self._lines: list[bytes] = []
-        self._lock = threading.Lock()
         self._scheduled = False
         atexit.register(self.flush)
 
     def msg(self, message: bytes) -> None:
-        loop = asyncio._get_running_loop()
-        with self._lock:
-            self._lines.append(message)
-            if loop is not None and self._scheduled:
-                return
-            if loop is not None:
+        self._lines.append(message)
+        if not self._scheduled:
+            loop = asyncio._get_running_loop()
+            if loop is None:
+                self.flush()
+            else:
                 self._scheduled = True
-        if loop is None:
-            self.flush()
-        else:
-            loop.call_soon(self.flush)
+                loop.call_soon(self.flush)
 
     log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
     def flush(self) -> None:
-        with self._lock:
-            lines, self._lines = self._lines, []
-            self._scheduled = False
+        # No lock (several threads may log: tests, uvicorn's start-up): the flag is cleared
+        # before the lines are taken, so a line appended meanwhile is either taken now or
+        # schedules a flush of its own; never left behind. `append` and the swap are atomic.
+        self._scheduled = False
+        lines, self._lines = self._lines, []
         if lines:
             lines.append(b"")
             self._stream.write(b"\n".join(lines))
