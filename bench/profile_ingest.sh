@@ -53,7 +53,7 @@ wait_http() {
 }
 
 (cd "$HERE" && "$VENV/bin/python" make_lua.py --integrations 10 "$OUT_DIR/ingest.lua") > /dev/null
-taskset -c "$LOAD_CPU" "$VENV/bin/python" "$HERE/fake_server.py" --port "$FPORT" --account bench:bench-key \
+taskset -c "$LOAD_CPU" nice -n 19 "$VENV/bin/python" "$HERE/fake_server.py" --port "$FPORT" --account bench:bench-key \
   --rate-limit off > "$OUT_DIR/fake.log" 2>&1 &
 FAKE_PID=$!
 wait_http "$FPORT" /bench/requests "$FAKE_PID" || exit 1
