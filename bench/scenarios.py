@@ -269,8 +269,8 @@ def latency(out: Path, quick: bool) -> None:
         ],
         "",
         "A fresh process for 23 s does not yet remember much; one that has run a while holds up to 100,000 sent "
-        "versions per lane and 200,000 delivery ids, and every full collection walks them "
-        "(`bench/gc_pause.py`, same container shapes, in one process):",
+        "versions per lane and 200,000 delivery ids. What a full collection costs with those stores at their caps "
+        "(`bench/gc_pause.py`: the service's own stores, and the OrderedDicts they replaced, in one process):",
         "",
         "```",
         gc_pause.rstrip(),
