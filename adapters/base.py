@@ -21,7 +21,6 @@ orders made from fuzzed input.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 from collections.abc import Mapping, Sequence
@@ -138,6 +137,6 @@ def hmac_sha256_base64_matches(body: bytes, signature: str | None, secrets: Sequ
     for secret in secrets:
         if not secret:
             continue
-        expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
+        expected = base64.b64encode(hmac.digest(secret.encode(), body, "sha256"))
         matched |= hmac.compare_digest(expected, received)
     return matched
