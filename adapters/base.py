@@ -109,8 +109,8 @@ class Adapter(Protocol):
 def header(headers: Headers, *names: str) -> str | None:
     """The first of `names` present in `headers`, matched case-insensitively.
 
-    Starlette's `Headers` is already case-insensitive; plain dicts (tests, CLI) are not,
-    so fall back to a scan of lower-cased keys.
+    The service passes ASGI's lower-case names, so the first lookups answer; a dict with other
+    casing (tests, the CLI) falls back to a scan of lower-cased keys.
     """
     for name in names:
         value = headers.get(name)

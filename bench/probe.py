@@ -3,9 +3,9 @@
 
 Runs the unchanged service (`service.cli.main`) after wrapping, from the outside:
 - the garbage collector: every collection's duration by generation (`gc.callbacks`);
-- `Buffer._settle` (after each Sendcloud answer: one `order.accepted` log line and metric
-  updates per order of the batch, all in one go) and `encode_orders` (the batch's JSON): both
-  run synchronously on the event loop, so a webhook that arrives meanwhile waits;
+- `encode_orders` (the batch's JSON), which runs synchronously on the event loop, so a webhook
+  that arrives meanwhile waits (`Buffer._settle` is a coroutine that yields every 10 log lines:
+  a wrapper here would only time its creation, so its stalls show in the loop lag instead);
 - the event loop itself: a task that asks to sleep 5 ms and records how late it wakes up.
 At exit it writes a JSON summary to $PROBE_OUT. The latency scenario runs the service once
 more under this probe, at the same load, to say where its tail latency comes from.
@@ -98,7 +98,6 @@ def _dump() -> None:
 
 
 gc.callbacks.append(_gc)
-service.buffer.Buffer._settle = _timed("Buffer._settle (per batch)", service.buffer.Buffer._settle)  # type: ignore[method-assign]
 service.sendcloud.encode_orders = _timed("encode_orders (per batch)", service.sendcloud.encode_orders)  # type: ignore[attr-defined]
 service.app.create_app = _create_app_probed
 atexit.register(_dump)

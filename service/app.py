@@ -174,25 +174,21 @@ class _Webhook:
     than through a `Request`. This route takes every order; the others are ordinary endpoints."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await webhook(scope, receive, send)
-
-
-async def webhook(scope: Scope, receive: Receive, send: Send) -> None:
-    state: AppState = scope["app"].state.order_bridge
-    path_params = scope["path_params"]
-    # The path is the client's: only a known platform name may become a log field or a metric
-    # label (an arbitrary one would grow the metrics without bound).
-    platform = path_params["platform"] if path_params["platform"] in ADAPTERS else "unknown"
-    started = state.buffer.clock()
-    outcome = "error"
-    try:
-        response, outcome = await _handle(state, scope, receive, platform, started)
-    except Exception:  # a bug: the shop retries a 503, so nothing is lost
-        _log.exception("webhook.error", platform=platform)
-        response = _error(503, "internal_error", "The order could not be taken; retry later.", retry=True)
-    state.metrics.webhook_answered(platform, outcome).inc()
-    state.metrics.webhook_duration.observe(state.buffer.clock() - started)
-    await response(scope, receive, send)
+        state: AppState = scope["app"].state.order_bridge
+        path_params = scope["path_params"]
+        # The path is the client's: only a known platform name may become a log field or a
+        # metric label (an arbitrary one would grow the metrics without bound).
+        platform = path_params["platform"] if path_params["platform"] in ADAPTERS else "unknown"
+        started = state.buffer.clock()
+        outcome = "error"
+        try:
+            response, outcome = await _handle(state, scope, receive, platform, started)
+        except Exception:  # a bug: the shop retries a 503, so nothing is lost
+            _log.exception("webhook.error", platform=platform)
+            response = _error(503, "internal_error", "The order could not be taken; retry later.", retry=True)
+        state.metrics.webhook_answered(platform, outcome).inc()
+        state.metrics.webhook_duration.observe(state.buffer.clock() - started)
+        await response(scope, receive, send)
 
 
 async def _handle(

@@ -85,13 +85,12 @@ class LineWriter:
 
     def msg(self, message: bytes) -> None:
         self._lines.append(message)
-        if not self._scheduled:
-            loop = asyncio._get_running_loop()
-            if loop is None:
-                self.flush()
-            else:
-                self._scheduled = True
-                loop.call_soon(self.flush)
+        loop = asyncio._get_running_loop()
+        if loop is None:  # also writes what a loop that stopped before its flush left behind
+            self.flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self.flush)
 
     log = debug = info = warning = warn = error = critical = exception = fatal = msg
 

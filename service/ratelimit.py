@@ -98,7 +98,8 @@ class RateLimiter:
         self._not_before = -math.inf
 
     async def acquire(self) -> float:
-        """Wait until both windows have room, take a token, return the seconds waited."""
+        """Wait until both windows have room and the pace allows, take a token, return the
+        seconds waited."""
         start = self._clock()
         async with self._lock:
             while True:
@@ -155,11 +156,9 @@ class RateLimiters:
         *,
         margin: float = 0.9,
         burst_headroom: int = 1,
-        paced: bool = True,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self._paced = paced
         self._margin = margin
         self._burst_headroom = burst_headroom
         self._clock = clock
@@ -182,7 +181,6 @@ class RateLimiters:
             burst_per_second=burst_per_second,
             margin=self._margin,
             burst_headroom=self._burst_headroom,
-            paced=self._paced,
             clock=self._clock,
             sleep=self._sleep,
         )
