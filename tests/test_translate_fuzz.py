@@ -20,7 +20,16 @@ SEEDS = {
     for platform in ADAPTERS
 }
 VALIDATOR = order_validator(DEFAULT_CURRENCIES)
-MSGSPEC_WORDS = {"null", "true", "false", "object", "array", "string", "number", "bool", "float", "decimal"}
+#: The fixed wording of decode errors (msgspec's and the adapters'): a planted value that is part
+#: of it ("null", "inva" of "invalid character") is no echo of the payload.
+FIXED_WORDING = " ".join(
+    [
+        "null true false object array string number bool float decimal int str",
+        "JSON is malformed: invalid character (byte), trailing characters, input data was truncated",
+        "Expected `…`, got `…` - at `$` Object missing required field Object contains unknown field Invalid value",
+        "not a Shopify order: not a WooCommerce order:",
+    ]
+).lower()
 
 json_values = st.recursive(
     st.none()
@@ -51,8 +60,7 @@ def _check(platform: str, body: bytes, planted: list[str] | None = None) -> None
     except TranslationError as exc:
         assert exc.reason and exc.detail
         for value in planted or []:
-            # msgspec's own words ("got `null`") are not an echo of the payload.
-            if len(value.strip()) >= 4 and value.strip().lower() not in MSGSPEC_WORDS:
+            if len(value.strip()) >= 4 and value.strip().lower() not in FIXED_WORDING:
                 assert value not in exc.detail, f"error detail repeats a payload value: {exc.detail}"
         return
     assert isinstance(order, Order)
