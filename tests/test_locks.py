@@ -27,19 +27,19 @@ _INSTALLERS = {"pip", "setuptools"}
 
 def _lock(name: str) -> dict[str, str]:
     text = (ROOT / name).read_text()
-    pins = {canonicalize_name(m[1]): m[2] for m in _PIN.finditer(text)}
+    pins: dict[str, str] = {canonicalize_name(m[1]): m[2] for m in _PIN.finditer(text)}
     assert pins, f"{name} pins nothing"
     return pins
 
 
 def _closure(roots: list[Requirement], extras: frozenset[str] = frozenset()) -> set[str]:
     """Every distribution `roots` need, transitively, by the installed metadata on this interpreter."""
-    environment = default_environment()
+    environment: dict[str, str] = {key: str(value) for key, value in default_environment().items()}
     needed: set[str] = set()
     todo = [(r, extras) for r in roots]
     while todo:
         requirement, wanted_extras = todo.pop()
-        markers_env = [{**environment, "extra": e} for e in (wanted_extras or {""})]
+        markers_env: list[dict[str, str]] = [{**environment, "extra": e} for e in (wanted_extras or {""})]
         if requirement.marker is not None and not any(requirement.marker.evaluate(env) for env in markers_env):
             continue
         name = canonicalize_name(requirement.name)
