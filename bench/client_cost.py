@@ -30,7 +30,8 @@ from adapters import get_adapter
 from adapters.sendcloud import encode_order
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter
-from service.sendcloud import SendcloudClient, SendOutcome
+from service.sendcloud import SendcloudClient
+from service.sender import SendOutcome
 
 HERE = Path(__file__).resolve().parent
 

@@ -3,7 +3,7 @@
 
 The latency scenario runs a fresh process for 23 s. A long-running service also holds, at
 their caps, what it remembers about orders already handled: per lane up to 100,000 sent
-versions (`MemoryLaneStore._sent`) and up to 200,000 delivery ids (`SeenDeliveries`). A full
+versions (`MemoryStore lanes' `sent``) and up to 200,000 delivery ids (`SeenDeliveries`). A full
 (generation 2) collection walks every container the collector tracks, on the event loop.
 
 This fills the service's own stores to those caps through their real methods and times
@@ -22,7 +22,8 @@ import time
 from collections import OrderedDict
 
 from service.dedupe import SeenDeliveries
-from service.lanes import MemoryLaneStore
+from service.store import digest
+from service.store.memory import MemoryStore
 
 SENT, SEEN = 100_000, 200_000
 
@@ -43,15 +44,16 @@ def main() -> int:
     gc.freeze()  # as `order-bridge serve` does after start-up
     empty = full_collection_ms()
 
-    stores = [MemoryLaneStore(remember=SENT) for _ in range(lanes)]
-    for lane, store in enumerate(stores):
+    memory = MemoryStore(remember_sent=SENT)
+    stores = [memory._lane(lane).sent for lane in range(lanes)]
+    for lane, lane_sent in enumerate(stores):
         for k in range(SENT):
-            store._sent.put(order_id(lane, k), (float(k), k, hash(order_id(lane, k))))
+            lane_sent.put(order_id(lane, k), (float(k), k, digest(order_id(lane, k).encode())))
     seen = SeenDeliveries(86_400, SEEN)
     for k in range(SEEN):
         seen.remember(SeenDeliveries.key(k % lanes + 1, f"bench-{8_000_000_000_000 + k}"))
     service = full_collection_ms()
-    held = sum(len(store._sent) for store in stores), len(seen)
+    held = sum(len(lane_sent) for lane_sent in stores), len(seen)
     del stores, seen
 
     sent = [OrderedDict((order_id(lane, k), ((float(k), k), k)) for k in range(SENT)) for lane in range(lanes)]

@@ -5,7 +5,7 @@ The memory scenario measures the service's RSS per pending order from the outsid
 what that memory is. It feeds N distinct bench orders through the service's own code, as the
 webhook route does, into a `service.buffer.Buffer` whose Sendcloud never answers (so every
 order stays pending, in whatever form the buffer keeps it), and measures Python allocations:
-1. what `Buffer.add` keeps per pending order (its lane `Entry` and order representation),
+1. what `Buffer.add` keeps per pending order (its store `Entry` and order representation),
 2. the delivery id remembered by `SeenDeliveries` (dedupe, kept 24 h / 200,000 entries),
 3. for reference, what a translated `Order` takes as Structs, had the buffer kept those.
 It also prints the sizes of one order encoded as Sendcloud JSON and as msgpack.
@@ -29,9 +29,9 @@ from orders import body_prefix, order_id, tail
 from adapters import get_adapter
 from adapters.sendcloud import ENCODER
 from service.buffer import Buffer, BufferSettings
-from service.deadletters import DeadLetters
 from service.dedupe import SeenDeliveries
 from service.metrics import Metrics
+from service.store.memory import MemoryStore
 
 
 class Unreachable:
@@ -48,21 +48,16 @@ async def measure(n: int) -> list[tuple[str, float]]:
     adapter = get_adapter("shopify")
     prefix = body_prefix()
     bodies = [prefix + tail(order_id(8, 1, k)) for k in range(n)]
-    metrics = Metrics()
-    buffer = Buffer(
-        BufferSettings(max_pending=10 * n, compress_share=0.0),  # every order kept as a backlog is
-        Unreachable(),
-        DeadLetters(10, metrics),
-        metrics,
-    )
+    settings = BufferSettings(max_pending=10 * n, compress_share=0.0)  # every order kept as a backlog is
+    buffer = Buffer(settings, Unreachable(), MemoryStore(compress_above=settings.compress_above), Metrics())
     seen = SeenDeliveries(86_400, 200_000)
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    now = time.monotonic()
+    now = time.time()
     for body in bodies:  # as the webhook route: translate, add, let go of the Struct
         order = adapter.translate(body, 1)
-        buffer.add(1, "shopify", order, delivery_id=f"bench-{order.order_id}", received_at=now)
+        await buffer.add(1, "shopify", order, delivery_id=f"bench-{order.order_id}", received_at=now)
     del order
     gc.collect()
     step1 = tracemalloc.get_traced_memory()[0]
@@ -75,7 +70,7 @@ async def measure(n: int) -> list[tuple[str, float]]:
     assert buffer.pending() == n, buffer.pending()
     del structs
     return [
-        ("kept by Buffer.add per pending order (lane Entry + the order as the buffer stores it)", (step1 - base) / n),
+        ("kept by Buffer.add per pending order (store Entry + the order as the store keeps it)", (step1 - base) / n),
         ("dedupe: (integration, delivery id) in SeenDeliveries", (step2 - step1) / n),
         ("for reference: one translated Order as Structs, if it were kept", (step3 - step2) / n),
     ]

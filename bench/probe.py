@@ -4,7 +4,7 @@
 Runs the unchanged service (`service.cli.main`) after wrapping, from the outside:
 - the garbage collector: every collection's duration by generation (`gc.callbacks`);
 - `encode_orders` (the batch's JSON), which runs synchronously on the event loop, so a webhook
-  that arrives meanwhile waits (`Buffer._settle` is a coroutine that yields every 10 log lines:
+  that arrives meanwhile waits (`Buffer._report` is a coroutine that yields every 10 log lines:
   a wrapper here would only time its creation, so its stalls show in the loop lag instead);
 - the event loop itself: a task that asks to sleep 5 ms and records how late it wakes up.
 At exit it writes a JSON summary to $PROBE_OUT. The latency scenario runs the service once

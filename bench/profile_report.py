@@ -31,7 +31,7 @@ RULES: list[tuple[str, str, str]] = [
     ("flush: encode orders for Sendcloud", r"adapters/sendcloud\.py", r"^(encode_orders|encode)$"),
     ("decode + translate (adapters)", r"adapters/", r".*"),
     ("buffer.add + lane store", r"service/buffer\.py", r"^(add|_lane|_version_time|pending)$"),
-    ("buffer.add + lane store", r"service/lanes\.py", r".*"),
+    ("buffer.add + lane store", r"service/store/", r".*"),
     ("dedupe (seen/remember)", r"service/dedupe\.py", r".*"),
     (
         "flush: Sendcloud client + httpx",
@@ -62,7 +62,7 @@ def classify(frames: list[str]) -> tuple[str, str]:
         if file.endswith("service/app.py") and func in ("webhook", "_handle"):
             side = "webhook request"
             break
-        if file.endswith("service/buffer.py") and func in ("_run", "_flush", "_settle"):
+        if file.endswith("service/buffer.py") and func in ("_run", "_flush", "_report"):
             side = "flush task"
             break
     for func, file in reversed(parsed):

@@ -30,15 +30,16 @@ from starlette.types import Receive, Scope, Send
 from adapters import ADAPTERS, Adapter, Reason, TranslationError, get_adapter
 from service.buffer import Buffer, BufferClosed, BufferFull, BufferSettings
 from service.config import Config, ConfigError, IntegrationConfig, load_config
-from service.deadletters import DeadLetter, DeadLetters
+from service.deadletters import record_dead_letters
 from service.dedupe import SeenDeliveries
 from service.fake_sendcloud import FakeSendcloud
 from service.fake_sendcloud import create_app as create_fake_app
-from service.lanes import AddResult, MemoryLaneStore
 from service.metrics import Metrics
 from service.openapi import DOCUMENT_JSON
 from service.ratelimit import RateLimiter
 from service.sendcloud import SendcloudClient
+from service.store import AddResult, DeadLetter, Store
+from service.store.memory import MemoryStore
 
 __all__ = ["AppState", "create_app"]
 
@@ -63,7 +64,7 @@ class AppState:
     config: Config
     metrics: Metrics
     buffer: Buffer
-    deadletters: DeadLetters
+    store: Store
     client: SendcloudClient
     seen: SeenDeliveries
     integrations: Mapping[int, _Integration]
@@ -179,21 +180,19 @@ class _Webhook:
         # The path is the client's: only a known platform name may become a log field or a
         # metric label (an arbitrary one would grow the metrics without bound).
         platform = path_params["platform"] if path_params["platform"] in ADAPTERS else "unknown"
-        started = state.buffer.clock()
+        started = state.buffer.clock.monotonic()
         outcome = "error"
         try:
-            response, outcome = await _handle(state, scope, receive, platform, started)
+            response, outcome = await _handle(state, scope, receive, platform)
         except Exception:  # a bug: the shop retries a 503, so nothing is lost
             _log.exception("webhook.error", platform=platform)
             response = _error(503, "internal_error", "The order could not be taken; retry later.", retry=True)
         state.metrics.webhook_answered(platform, outcome).inc()
-        state.metrics.webhook_duration.observe(state.buffer.clock() - started)
+        state.metrics.webhook_duration.observe(state.buffer.clock.monotonic() - started)
         await response(scope, receive, send)
 
 
-async def _handle(
-    state: AppState, scope: Scope, receive: Receive, platform: str, started: float
-) -> tuple[Response, str]:
+async def _handle(state: AppState, scope: Scope, receive: Receive, platform: str) -> tuple[Response, str]:
     raw_id = scope["path_params"]["integration_id"]
     # isascii(): str.isdigit() also accepts a superscript three (int() refuses it) and an
     # Arabic-Indic seven (int() reads it as 7).
@@ -250,9 +249,9 @@ async def _handle(
     try:
         order = adapter.translate(body, integration.config.id)
     except TranslationError as exc:
-        return _untranslatable(state, integration, exc, ids, seen_key, delivery_id)
+        return await _untranslatable(state, integration, exc, ids, seen_key, delivery_id)
     try:
-        added = state.buffer.add(integration.config.id, platform, order, delivery_id=delivery_id, received_at=started)
+        added = await state.buffer.add(integration.config.id, platform, order, delivery_id=delivery_id)
     except BufferFull:
         _log.warning("webhook.rejected", **ids, status=503, error="buffer_full", order_id=order.order_id)
         return _error(503, "buffer_full", "Too many orders are waiting; retry later.", retry=True), "unavailable"
@@ -272,7 +271,7 @@ def _remember(state: AppState, key: str | None) -> None:
         state.seen.remember(key)
 
 
-def _untranslatable(
+async def _untranslatable(
     state: AppState,
     integration: _Integration,
     exc: TranslationError,
@@ -287,16 +286,17 @@ def _untranslatable(
     if exc.reason is Reason.NO_SHIPPABLE_ITEMS:
         _log.info("webhook.ignored", **ids, reason=str(exc.reason))
         return _ignored(str(exc.reason)), "ignored"
-    state.deadletters.add(
-        DeadLetter(
-            integration_id=integration.config.id,
-            platform=integration.config.platform,
-            order_id=None,
-            reason=str(exc.reason),
-            detail=exc.detail,
-            delivery_id=delivery_id,
-        )
+    letter = DeadLetter(
+        integration_id=integration.config.id,
+        platform=integration.config.platform,
+        order_id=None,
+        reason=str(exc.reason),
+        detail=exc.detail,
+        delivery_id=delivery_id,
+        at=state.buffer.clock.wall(),
     )
+    evicted = await state.store.add_dead_letters([letter])
+    record_dead_letters([letter], evicted, state.metrics, capacity=state.config.buffer.dead_letter_capacity)
     return _DEAD_LETTERED, "dead_lettered"
 
 
@@ -353,7 +353,7 @@ def _on_sighup(callback: Callable[[], None]) -> bool:
 
 
 def _integrations(config: Config) -> dict[int, _Integration]:
-    currencies = frozenset(config.sendcloud.currencies)
+    currencies = config.sendcloud.currency_set
     return {i.id: _Integration(i, get_adapter(i.platform, currencies), tuple(i.secrets)) for i in config.integrations}
 
 
@@ -392,27 +392,26 @@ def create_app(
         transport=transport,
     )
     bc = config.buffer
-    deadletters = DeadLetters(bc.dead_letter_capacity, metrics)
-    buffer = Buffer(
-        BufferSettings(
-            debounce_seconds=bc.debounce_seconds,
-            max_wait_seconds=bc.max_wait_seconds,
-            max_batch=bc.max_batch,
-            max_pending=bc.max_pending,
-        ),
-        client,
-        deadletters,
-        metrics,
-        store_factory=lambda: MemoryLaneStore(remember=bc.remember_sent),
+    settings = BufferSettings(
+        debounce_seconds=bc.debounce_seconds,
+        max_wait_seconds=bc.max_wait_seconds,
+        max_batch=bc.max_batch,
+        max_pending=bc.max_pending,
     )
+    store = MemoryStore(
+        remember_sent=bc.remember_sent,
+        compress_above=settings.compress_above,
+        dead_letter_capacity=bc.dead_letter_capacity,
+    )
+    buffer = Buffer(settings, client, store, metrics, dead_letter_capacity=bc.dead_letter_capacity)
     integrations = _integrations(config)
     state = AppState(
         config=config,
         metrics=metrics,
         buffer=buffer,
-        deadletters=deadletters,
+        store=store,
         client=client,
-        seen=SeenDeliveries(bc.dedupe_ttl_seconds, bc.dedupe_max_entries, clock=buffer.clock),
+        seen=SeenDeliveries(bc.dedupe_ttl_seconds, bc.dedupe_max_entries, clock=buffer.clock.monotonic),
         integrations=integrations,
         sandbox=sandbox,
         config_path=config_path,
@@ -420,6 +419,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await buffer.start()
         state.started = True
         reloads = config_path is not None and _on_sighup(state.reload)
         _log.info(
@@ -437,7 +437,8 @@ def create_app(
             state.begin_shutdown()
             await buffer.close(bc.shutdown_timeout_seconds)
             await client.aclose()
-            _log.info("service.stopped", dead_letters=len(deadletters))
+            await store.close()
+            _log.info("service.stopped", dead_letters=store.dead_letter_count())
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.order_bridge = state

@@ -4,7 +4,13 @@ several apps in one process). Names carry the `order_bridge_` prefix.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from service.store import Ledger
 
 __all__ = ["Metrics"]
 
@@ -57,23 +63,17 @@ class Metrics:
         self.dead_letters_stored = Gauge(
             _PREFIX + "dead_letters_stored", "Dead letters currently held in memory.", registry=r
         )
-        self.order_versions = Counter(
-            _PREFIX + "order_versions",
-            "Order versions buffered (fate=accepted) and where each went: sent, superseded by a newer "
-            "version, or dead_lettered. accepted = sent + superseded + dead_lettered + orders_pending.",
-            ["fate"],
-            registry=r,
-        )
-        # Children resolved once (exported as 0 from the start): `labels()` costs more than `inc()`.
-        self.versions = {
-            f: self.order_versions.labels(fate=f) for f in ("accepted", "sent", "superseded", "dead_lettered")
-        }
         self.order_end_to_end = Histogram(
             _PREFIX + "order_end_to_end_seconds",
             "From webhook receipt to Sendcloud's acceptance.",
             buckets=_SLOW,
             registry=r,
         )
+
+    def export_ledger(self, read: Callable[[], Ledger]) -> None:
+        """Export the store's conservation ledger as `order_versions_total{fate}`, read at each
+        scrape: the store counts, the metric only shows (DESIGN §7)."""
+        self.registry.register(_LedgerCollector(read))
 
     def webhook_answered(self, platform: str, outcome: str) -> Counter:
         """The `webhooks` counter child for one answer, resolved once per label pair (both
@@ -82,3 +82,23 @@ class Metrics:
         if child is None:
             child = self._answered[(platform, outcome)] = self.webhooks.labels(platform=platform, outcome=outcome)
         return child
+
+
+class _LedgerCollector(Collector):
+    """`order_bridge_order_versions_total{fate}`: order versions buffered (fate=accepted) and
+    where each went — sent, superseded by a newer version, or dead_lettered."""
+
+    def __init__(self, read: Callable[[], Ledger]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        ledger = self._read()
+        family = CounterMetricFamily(
+            _PREFIX + "order_versions",
+            "Order versions buffered (fate=accepted) and where each went: sent, superseded by a newer "
+            "version, or dead_lettered. accepted = sent + superseded + dead_lettered + orders_pending.",
+            labels=["fate"],
+        )
+        for fate in ("accepted", "sent", "superseded", "dead_lettered"):
+            family.add_metric([fate], getattr(ledger, fate))
+        yield family

@@ -31,9 +31,9 @@ back meanwhile absorbs more orders into its next batch. Sustained, that is `per_
 requests a minute (81 of Sendcloud's 100 by default) of 100 orders each when it matters.
 
 Waiters are served first come, first served (an `asyncio.Lock`, whose waiters queue in
-order), so one busy lane cannot starve the others sharing the account. `RateLimiters` hands
-out one limiter per account (public key + base URL), so every lane on the same credentials
-draws from the same windows.
+order), so one busy lane cannot starve the others sharing the account. A config has one
+Sendcloud account, so the service builds one limiter, inside its one `SendcloudClient`, and
+every lane draws from the same windows.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-__all__ = ["RateLimiter", "RateLimiters"]
+__all__ = ["RateLimiter"]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -141,48 +141,3 @@ def _expire(window: deque[float], horizon: float) -> None:
     """Drop grants at or before `horizon`: they no longer count against the window."""
     while window and window[0] <= horizon + _EPSILON:
         window.popleft()
-
-
-class RateLimiters:
-    """One `RateLimiter` per Sendcloud account, shared by every lane on the same credentials.
-
-    An account is its public key at a base URL (a sandbox and production key never share a
-    limit). Asking again for the same account returns the same limiter; asking with other
-    limits is a configuration error.
-    """
-
-    def __init__(
-        self,
-        *,
-        margin: float = 0.9,
-        burst_headroom: int = 1,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        self._margin = margin
-        self._burst_headroom = burst_headroom
-        self._clock = clock
-        self._sleep = sleep
-        self._limiters: dict[tuple[str, str], tuple[tuple[int, int], RateLimiter]] = {}
-
-    def for_account(
-        self, *, base_url: str, public_key: str, requests_per_minute: int, burst_per_second: int
-    ) -> RateLimiter:
-        """The limiter of the account `public_key` at `base_url`, created on first use."""
-        key = (base_url.rstrip("/"), public_key)
-        limits = (requests_per_minute, burst_per_second)
-        known = self._limiters.get(key)
-        if known is not None:
-            if known[0] != limits:
-                raise ValueError(f"conflicting rate limits for one Sendcloud account at {key[0]}")
-            return known[1]
-        limiter = RateLimiter(
-            requests_per_minute=requests_per_minute,
-            burst_per_second=burst_per_second,
-            margin=self._margin,
-            burst_headroom=self._burst_headroom,
-            clock=self._clock,
-            sleep=self._sleep,
-        )
-        self._limiters[key] = (limits, limiter)
-        return limiter

@@ -1,30 +1,18 @@
 """The Sendcloud batch client: one `POST /api/v3/orders` per call, classified for the buffer.
 
-What the buffer does with each answer (DESIGN §6) is decided from `SendResult`:
-
-- `accepted`        2xx: Sendcloud ids by `order_id`.
-- `rejected`        400 whose pointers name orders (`/data/attributes/[N]/…`): exactly those
-                    orders, with pointer and detail, go to the dead letters; the rest are resent
-                    at once.
-- `retry`           "still processing" 400, 409, 429, 5xx, timeouts, connection errors: the whole
-                    batch is kept and resent after `retry_after` (Sendcloud's `Retry-After` when
-                    it sent one, else the buffer's backoff).
-- `misconfigured`   401, 403, a batch-level 400 (bad partner id, too many orders): nothing is
-                    dropped; the orders are kept, an alert is logged and counted, and the batch
-                    is retried after a backoff, until the operator fixes the configuration.
+`send()` classifies every answer into a `service.sender.SendResult`; what the buffer does with
+each outcome is listed there (DESIGN §6).
 """
 
 from __future__ import annotations
 
 import email.utils
 import importlib.metadata
-import random as _random
 import re
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 
 import httpx
 import msgspec
@@ -32,49 +20,9 @@ import msgspec
 from adapters.sendcloud import EncodedOrder, Order, encode_orders
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter
+from service.sender import Rejection, SendOutcome, SendResult
 
-__all__ = [
-    "MAX_RETRY_AFTER",
-    "Rejection",
-    "SendOutcome",
-    "SendResult",
-    "SendcloudClient",
-    "backoff_delay",
-    "parse_retry_after",
-]
-
-
-class SendOutcome(StrEnum):
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
-    RETRY = "retry"
-    MISCONFIGURED = "misconfigured"
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why Sendcloud refused one order of a batch: its JSON:API error, pointer as sent."""
-
-    pointer: str
-    code: str
-    detail: str
-
-
-@dataclass(slots=True)
-class SendResult:
-    outcome: SendOutcome
-    #: HTTP status, or None when no answer came (timeout, connection error)
-    status: int | None
-    #: short machine cause: "201", "429", "still_processing", "timeout", "connection_error", …
-    cause: str
-    #: `order_id` → Sendcloud's id (int, or str if Sendcloud sends a string), for ACCEPTED
-    accepted: dict[str, int | str] = field(default_factory=dict)
-    #: index in the batch → its errors, for REJECTED
-    rejected: dict[int, list[Rejection]] = field(default_factory=dict)
-    #: seconds Sendcloud asked us to wait (`Retry-After`), when it said
-    retry_after: float | None = None
-    #: a human sentence for logs; never order data
-    detail: str = ""
+__all__ = ["MAX_RETRY_AFTER", "SendcloudClient", "parse_retry_after"]
 
 
 # ---------------------------------------------------------------- the client
@@ -211,32 +159,6 @@ def parse_retry_after(value: str | None) -> float | None:
             when = when.replace(tzinfo=UTC)
         seconds = max(0.0, (when - datetime.now(UTC)).total_seconds())
     return min(seconds, MAX_RETRY_AFTER)
-
-
-def backoff_delay(
-    attempt: int,
-    retry_after: float | None,
-    *,
-    base: float = 0.5,
-    cap: float = 60.0,
-    random: Callable[[], float] = _random.random,
-) -> float:
-    """Seconds to wait before attempt `attempt + 1` of a batch, after `attempt` failed ones.
-
-    "Full jitter" exponential backoff: a uniform draw from `[0, min(cap, base · 2^(attempt-1)))`,
-    so attempt 1 waits up to `base`, attempt 2 up to `2·base`, … never more than `cap`; the
-    jitter spreads lanes that failed together. When Sendcloud sent `Retry-After`, the delay is
-    never shorter than it: at least `retry_after` plus up to `base` of jitter (the server's
-    wish is honoured even above `cap`). `random` returns a float in [0, 1) and is injectable
-    for tests.
-    """
-    if attempt < 1:
-        raise ValueError("attempt counts from 1")
-    ceiling = min(cap, base * 2.0 ** min(attempt - 1, 64))
-    delay = random() * ceiling
-    if retry_after is not None:
-        delay = max(delay, max(0.0, retry_after) + random() * base)
-    return delay
 
 
 class SendcloudClient:

@@ -1,8 +1,15 @@
-"""The debounce buffer: lanes, coalescing, staleness, triggers and what each Sendcloud answer does."""
+"""The debounce buffer: lanes, coalescing, staleness, triggers and what each Sendcloud answer does.
+
+Every timing rule runs on `tests.fakeclock.FakeClock`: the test moves time and the lane's timers
+fire exactly then; nothing here sleeps on the wall clock.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,10 +21,12 @@ from structlog.testing import capture_logs
 from adapters import get_adapter
 from adapters.sendcloud import EncodedOrder, Order, encode_order, encode_orders
 from service.buffer import Buffer, BufferClosed, BufferFull, BufferSettings, Lane
-from service.deadletters import DeadLetters
-from service.lanes import AddResult, Entry, MemoryLaneStore
 from service.metrics import Metrics
-from service.sendcloud import Rejection, SendOutcome, SendResult
+from service.sender import Rejection, SendOutcome, SendResult
+from service.settlement import settle
+from service.store import AddResult, Arrival, Batch, DeadLetter, Entry, Settlement, digest
+from service.store.memory import MemoryStore
+from tests.fakeclock import WALL_START, FakeClock, idle
 
 FIXTURE = (
     Path(__file__).parent
@@ -50,13 +59,21 @@ def accepted(orders: Sequence[EncodedOrder]) -> SendResult:
 
 
 class ScriptedSender:
-    """A Sender that records batches and answers from a script (default: accept everything)."""
+    """A Sender that records batches and answers from a script (default: accept everything).
 
-    def __init__(self, *answers: SendResult | None, delay: float = 0.0) -> None:
+    With `hold=True` each send waits until the test calls `release()`: a batch stays in flight
+    for exactly as long as the test wants.
+    """
+
+    def __init__(self, *answers: SendResult | None, hold: bool = False) -> None:
         self.answers = list(answers)
         self.batches: list[list[EncodedOrder]] = []
         self.reserved = 0
-        self.delay = delay
+        self.hold = hold
+        self._released = asyncio.Event()
+
+    def release(self) -> None:
+        self._released.set()
 
     async def reserve(self) -> None:
         self.reserved += 1
@@ -64,188 +81,343 @@ class ScriptedSender:
     async def send(self, orders: Sequence[EncodedOrder], *, reserved: bool = False) -> SendResult:
         assert reserved, "the buffer reserves a token before every send"
         self.batches.append(list(orders))
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        if self.hold:
+            await self._released.wait()
+            self._released.clear()
         answer = self.answers.pop(0) if self.answers else None
         return answer if answer is not None else accepted(orders)
 
 
-def make_buffer(sender: ScriptedSender, **settings: float) -> tuple[Buffer, DeadLetters, Metrics]:
+def make_buffer(sender: ScriptedSender, **settings: float) -> tuple[Buffer, MemoryStore, Metrics, FakeClock]:
     metrics = Metrics()
-    deadletters = DeadLetters(100, metrics)
-    values = {"debounce_seconds": 0.05, "max_wait_seconds": 0.5, "max_batch": 100, "max_pending": 1000, **settings}
+    values = {"debounce_seconds": 1.0, "max_wait_seconds": 5.0, "max_batch": 100, "max_pending": 1000, **settings}
+    buffer_settings = BufferSettings(**values)  # type: ignore[arg-type]
+    store = MemoryStore(compress_above=buffer_settings.compress_above, dead_letter_capacity=100)
+    clock = FakeClock()
     buffer = Buffer(
-        BufferSettings(**values),  # type: ignore[arg-type]
+        buffer_settings,
         sender,
-        deadletters,
+        store,
         metrics,
-        backoff=lambda attempt, retry_after: retry_after if retry_after is not None else 0.05,
+        clock=clock,
+        backoff=lambda attempt, retry_after: retry_after if retry_after is not None else 1.0,
     )
-    return buffer, deadletters, metrics
-
-
-async def settle(buffer: Buffer, timeout: float = 3.0) -> None:
-    """Wait until nothing is pending (or fail)."""
-    for _ in range(int(timeout / 0.01)):
-        if buffer.pending() == 0:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{buffer.pending()} orders still pending")
+    return buffer, store, metrics, clock
 
 
 # ---------------------------------------------------------------- the store
 
 
-def entry(order_id: str, version: tuple[float, int], received: float = 0.0) -> Entry:
-    return Entry(7, "shopify", encode_order(order(order_id)), version, received)
+def arrival(order_id: str, minute: int = 0, *, received: float = 0.0, number: str | None = None) -> Arrival:
+    placed = order(order_id, minute)
+    if number is not None:
+        placed = msgspec.structs.replace(placed, order_number=number)
+    return Arrival(7, "shopify", encode_order(placed), (T0 + timedelta(minutes=minute)).timestamp(), received)
 
 
-def test_store_keeps_one_version_per_order_newest_wins() -> None:
+async def take(store: MemoryStore, limit: int = 100, batch_id: str = "b1") -> Batch:
+    batch = await store.take(7, limit, batch_id=batch_id, attempt=1)
+    assert batch is not None
+    return batch
+
+
+def sent(batch: Batch) -> Settlement:
+    return Settlement(batch.entries, (), (), ())
+
+
+def retried(batch: Batch) -> Settlement:
+    return Settlement((), (), (), batch.entries)
+
+
+@pytest.mark.anyio
+async def test_store_keeps_one_version_per_order_newest_wins() -> None:
     """A newer version replaces the pending one; an older one, or a repeat of the same, is stale."""
-    store = MemoryLaneStore()
-    assert store.add(entry("a", (10.0, 1))) is AddResult.BUFFERED
-    assert store.add(entry("a", (20.0, 2))) is AddResult.COALESCED
-    assert store.add(entry("a", (15.0, 3))) is AddResult.STALE
-    assert store.add(entry("a", (20.0, 4))) is AddResult.STALE  # same time, same content: a repeat
-    changed = entry("a", (20.0, 5))
-    changed.order = encode_order(msgspec.structs.replace(order("a"), order_number="#1001-B"))
-    assert store.add(changed) is AddResult.COALESCED  # same time, other content: newer by arrival
-    assert store.pending() == 1
-    assert store.take(10)[0].version == (20.0, 5)
+    store = MemoryStore()
+    assert await store.add(arrival("a", 10)) is AddResult.BUFFERED
+    assert await store.add(arrival("a", 20)) is AddResult.COALESCED
+    assert await store.add(arrival("a", 15)) is AddResult.STALE
+    assert await store.add(arrival("a", 20)) is AddResult.STALE  # same time, same content: a repeat
+    # same time, other content: newer by arrival
+    assert await store.add(arrival("a", 20, number="#1001-B")) is AddResult.COALESCED
+    assert store.pending(7) == 1
+    (entry,) = (await take(store)).entries
+    assert entry.updated_at == (T0 + timedelta(minutes=20)).timestamp()
+    assert entry.seq == 5  # the store numbers every arrival, stale ones included
 
 
-def test_store_drops_versions_older_than_in_flight_or_sent() -> None:
+@pytest.mark.anyio
+async def test_store_identifies_versions_by_value_with_a_stable_digest() -> None:
+    """A version's key is (integration, order id, (update time, arrival)); its digest is BLAKE2b of
+    the JSON — the same value in any process, unlike `hash()`."""
+    store = MemoryStore()
+    await store.add(arrival("a", 10))
+    (entry,) = store.list_pending(7)
+    assert entry.key == (7, "a", ((T0 + timedelta(minutes=10)).timestamp(), 1))
+    assert entry.digest == digest(encode_order(order("a", 10)).json) and len(entry.digest) == 16
+    assert entry.digest.hex() == hashlib.blake2b(entry.order.json, digest_size=16).hexdigest()
+
+
+@pytest.mark.anyio
+async def test_store_drops_versions_older_than_in_flight_or_sent() -> None:
     """Once a version is in flight or sent, older versions of that order are stale."""
-    store = MemoryLaneStore()
-    store.add(entry("a", (20.0, 1)))
-    flying = store.take(1)
-    assert store.add(entry("a", (10.0, 2))) is AddResult.STALE
-    assert store.add(entry("a", (30.0, 3))) is AddResult.BUFFERED  # goes into the next batch
-    store.settle(flying, sent=True)
-    assert store.add(entry("a", (25.0, 4))) is AddResult.STALE  # newer than sent, older than pending
-    assert store.take(1)[0].version == (30.0, 3)
+    store = MemoryStore()
+    await store.add(arrival("a", 20))
+    flying = await take(store)
+    assert await store.add(arrival("a", 10)) is AddResult.STALE
+    assert await store.add(arrival("a", 30)) is AddResult.BUFFERED  # goes into the next batch
+    await store.settle(flying, sent(flying))
+    assert await store.add(arrival("a", 25)) is AddResult.STALE  # newer than sent, older than pending
+    (entry,) = (await take(store, batch_id="b2")).entries
+    assert entry.updated_at == (T0 + timedelta(minutes=30)).timestamp()
 
 
-def test_store_restore_prefers_a_newer_pending_version() -> None:
-    """A retried batch does not resurrect a version superseded while it was in flight."""
-    store = MemoryLaneStore()
-    store.add(entry("a", (10.0, 1), received=1.0))
-    store.add(entry("b", (10.0, 2), received=2.0))
-    batch = store.take(2)
-    store.add(entry("a", (20.0, 3), received=5.0))
-    store.restore(batch)
-    taken = store.take(10)
-    assert [(e.order_id, e.version) for e in taken] == [("a", (20.0, 3)), ("b", (10.0, 2))]
-    assert taken[0].received_at == 1.0  # it has been waiting since the first version arrived
-    assert store.oldest_received() == 1.0
+@pytest.mark.anyio
+async def test_store_retry_prefers_a_newer_pending_version() -> None:
+    """A retried batch does not resurrect a version superseded while it was in flight; the newer
+    one goes first in line and has waited since the older one arrived."""
+    store = MemoryStore()
+    await store.add(arrival("a", 10, received=1.0))
+    await store.add(arrival("b", 10, received=2.0))
+    batch = await take(store)
+    await store.add(arrival("a", 20, received=5.0))
+    settled = await store.settle(batch, retried(batch))
+    assert settled.superseded == 1
+    taken = (await take(store, batch_id="b2")).entries
+    assert [(e.order_id, e.updated_at) for e in taken] == [
+        ("a", (T0 + timedelta(minutes=20)).timestamp()),
+        ("b", (T0 + timedelta(minutes=10)).timestamp()),
+    ]
+    assert taken[0].received_at == 1.0
+    assert store.oldest_received(7) == 1.0
 
 
-def test_store_oldest_received_counts_pending_and_in_flight() -> None:
-    """The oldest unsettled receipt time covers orders in flight too."""
-    store = MemoryLaneStore()
-    store.add(entry("a", (1.0, 1), received=3.0))
-    store.add(entry("b", (1.0, 2), received=4.0))
-    store.take(1)
-    assert store.oldest_received() == 3.0
-    assert (store.pending(), store.in_flight()) == (1, 1)
+@pytest.mark.anyio
+async def test_store_oldest_received_counts_pending_and_in_flight() -> None:
+    """The oldest unsettled receipt time covers orders in flight too; counts are per lane and in all."""
+    store = MemoryStore()
+    await store.add(arrival("a", received=3.0))
+    await store.add(arrival("b", received=4.0))
+    await take(store, limit=1)
+    assert store.oldest_received(7) == 3.0 and store.oldest_received() == 3.0
+    assert (store.pending(7), store.in_flight(7), store.unsettled()) == (1, 1, 2)
+    assert store.lanes() == (7,) and store.pending(8) == 0
 
 
-def test_store_drops_a_repeat_of_what_was_sent() -> None:
+@pytest.mark.anyio
+async def test_store_holds_one_batch_per_lane_and_settles_only_it() -> None:
+    """A second take while a batch is in flight, or settling a batch not in flight, is a bug: refused."""
+    store = MemoryStore()
+    await store.add(arrival("a"))
+    await store.add(arrival("b"))
+    batch = await take(store, limit=1)
+    assert store.batch_in_flight(7) == batch
+    with pytest.raises(RuntimeError):
+        await take(store, batch_id="b2")
+    await store.settle(batch, sent(batch))
+    with pytest.raises(RuntimeError):
+        await store.settle(batch, sent(batch))
+    assert store.batch_in_flight(7) is None and await store.take(8, 10, batch_id="x", attempt=1) is None
+
+
+@pytest.mark.anyio
+async def test_store_drops_a_repeat_of_what_was_sent() -> None:
     """The same content at the same update time as a sent version is a repeat; other content is not."""
-    store = MemoryLaneStore()
-    store.add(entry("a", (10.0, 1)))
-    store.settle(store.take(1), sent=True)
-    assert store.add(entry("a", (10.0, 2))) is AddResult.STALE
-    changed = entry("a", (10.0, 3))
-    changed.order = encode_order(msgspec.structs.replace(order("a"), order_number="#1001-B"))
-    assert store.add(changed) is AddResult.BUFFERED
+    store = MemoryStore()
+    await store.add(arrival("a", 10))
+    batch = await take(store)
+    await store.settle(batch, sent(batch))
+    assert await store.add(arrival("a", 10)) is AddResult.STALE
+    assert await store.add(arrival("a", 10, number="#1001-B")) is AddResult.BUFFERED
 
 
-def test_store_forgets_sent_versions_beyond_its_bound() -> None:
+@pytest.mark.anyio
+async def test_store_forgets_sent_versions_beyond_its_bound() -> None:
     """Memory of sent versions is bounded; the oldest are forgotten first."""
-    store = MemoryLaneStore(remember=2)
-    for n, name in enumerate("abc"):
-        store.add(entry(name, (10.0, n)))
-    store.settle(store.take(3), sent=True)
-    assert store.add(entry("a", (5.0, 9))) is AddResult.BUFFERED  # "a" was forgotten
-    assert store.add(entry("c", (5.0, 10))) is AddResult.STALE
+    store = MemoryStore(remember_sent=2)
+    for name in "abc":
+        await store.add(arrival(name, 10))
+    batch = await take(store)
+    await store.settle(batch, sent(batch))
+    assert await store.add(arrival("a", 5)) is AddResult.BUFFERED  # "a" was forgotten
+    assert await store.add(arrival("c", 5)) is AddResult.STALE
 
 
-# ---------------------------------------------------------------- triggers (pure, fake clock)
+@pytest.mark.anyio
+async def test_store_recover_puts_the_batch_in_flight_back_in_front() -> None:
+    """What was in flight when the buffer stopped goes back to pending, first in line."""
+    store = MemoryStore()
+    for name in "abc":
+        await store.add(arrival(name))
+    batch = await take(store, limit=2)
+    assert await store.recover() == (batch,)
+    assert [e.order_id for e in store.list_pending(7)] == ["a", "b", "c"]
+    assert (store.in_flight(7), store.unsettled()) == (0, 3) and await store.recover() == ()
 
 
-def lane_with(*received: float, last: float | None = None, **settings: float) -> Lane:
+@pytest.mark.anyio
+async def test_store_keeps_dead_letters_up_to_capacity_and_reports_evictions() -> None:
+    store = MemoryStore(dead_letter_capacity=2)
+    letters = [DeadLetter(7, "shopify", str(n), "unsupported_currency", "x") for n in range(3)]
+    assert await store.add_dead_letters(letters[:2]) == ()
+    assert await store.add_dead_letters(letters[2:]) == (letters[0],)
+    assert [d.order_id for d in store.dead_letters()] == ["1", "2"] and store.dead_letter_count() == 2
+    assert store.dead_letters(integration_id=8) == []
+
+
+# ---------------------------------------------------------------- settlement (pure)
+
+
+def _batch(*names: str) -> Batch:
+    entries = tuple(
+        Entry(7, "shopify", encode_order(order(name)), 0.0, n, 1.0, digest(b"x"), f"d-{name}")
+        for n, name in enumerate(names, 1)
+    )
+    return Batch("b1", 7, entries, 1)
+
+
+def test_settle_accepted_sends_everything() -> None:
+    batch = _batch("a", "b")
+    verdict = settle(batch, accepted([e.order for e in batch.entries]), at=5.0)
+    assert verdict.settlement == Settlement(batch.entries, (), (), ())
+    assert (verdict.outcome, verdict.back_off, verdict.flush_again) == ("accepted", False, False)
+
+
+def test_settle_rejected_dead_letters_exactly_the_named_orders() -> None:
+    """Indexes out of range are ignored; the dead letters carry pointer, detail, batch and time."""
+    batch = _batch("a", "b", "c")
+    result = SendResult(
+        SendOutcome.REJECTED,
+        400,
+        "400",
+        rejected={2: [Rejection("/data/attributes/[2]/x", "invalid", "bad x")], 9: [Rejection("/p", "c", "d")]},
+    )
+    verdict = settle(batch, result, at=5.0)
+    (letter,) = verdict.settlement.dead
+    assert (letter.order_id, letter.pointer, letter.detail, letter.batch_id, letter.at) == (
+        "c",
+        "/data/attributes/[2]/x",
+        "bad x",
+        "b1",
+        5.0,
+    )
+    assert letter.delivery_id == "d-c" and letter.order == batch.entries[2].order
+    assert verdict.settlement.dead_entries == (batch.entries[2],)
+    assert verdict.settlement.retry == batch.entries[:2] and verdict.settlement.sent == ()
+    assert (verdict.outcome, verdict.back_off, verdict.flush_again) == ("rejected", False, True)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "label"), [(SendOutcome.RETRY, "retried"), (SendOutcome.MISCONFIGURED, "misconfigured")]
+)
+def test_settle_transient_and_misconfigured_keep_the_whole_batch(outcome: SendOutcome, label: str) -> None:
+    batch = _batch("a", "b")
+    verdict = settle(batch, SendResult(outcome, 503, "503"), at=5.0)
+    assert verdict.settlement == Settlement((), (), (), batch.entries)
+    assert (verdict.outcome, verdict.back_off, verdict.flush_again) == (label, True, False)
+
+
+# ---------------------------------------------------------------- triggers (pure, fake times)
+
+
+async def lane_with(*received: float, last: float | None = None, **settings: float) -> Lane:
+    """A lane whose orders arrived at `received` (seconds; monotonic and wall offsets alike)."""
     values = {"debounce_seconds": 1.0, "max_wait_seconds": 5.0, "max_batch": 3, **settings}
-    lane = Lane(7, MemoryLaneStore(), BufferSettings(**values))  # type: ignore[arg-type]
+    lane = Lane(7, MemoryStore(), BufferSettings(**values))  # type: ignore[arg-type]
     for n, at in enumerate(received):
-        lane.store.add(entry(f"o{n}", (1.0, n), received=at))
+        await lane.store.add(arrival(f"o{n}", received=WALL_START + at))
     lane.last_activity = last if last is not None else (max(received) if received else None)
     return lane
 
 
-def test_lane_triggers() -> None:
+def due(lane: Lane, now: float, closing: bool = False) -> str | None:
+    return lane.due(now, WALL_START + now, closing)
+
+
+@pytest.mark.anyio
+async def test_lane_triggers() -> None:
     """Size at once, debounce after quiet, max_wait for a busy lane, demand and shutdown; none when empty."""
-    assert lane_with().due(100.0, closing=False) is None
-    assert lane_with(0.0, 0.1, 0.2).due(0.2, closing=False) == "size"
-    assert lane_with(0.0).due(0.5, closing=False) is None
-    assert lane_with(0.0).due(1.0, closing=False) == "debounce"
-    busy = lane_with(0.0, last=4.9)
-    assert busy.due(4.95, closing=False) is None
-    assert busy.due(5.0, closing=False) == "max_wait"
-    assert lane_with(0.0).due(0.1, closing=True) == "shutdown"
-    demanded = lane_with(0.0)
+    assert due(await lane_with(), 100.0) is None
+    assert due(await lane_with(0.0, 0.1, 0.2), 0.2) == "size"
+    assert due(await lane_with(0.0), 0.5) is None
+    assert due(await lane_with(0.0), 1.0) == "debounce"
+    busy = await lane_with(0.0, last=4.9)
+    assert due(busy, 4.95) is None
+    assert due(busy, 5.0) == "max_wait"
+    assert due(await lane_with(0.0), 0.1, closing=True) == "shutdown"
+    demanded = await lane_with(0.0)
     demanded.flush_requested = True
-    assert demanded.due(0.1, closing=False) == "demand"
+    assert due(demanded, 0.1) == "demand"
 
 
-def test_lane_backoff_holds_every_trigger() -> None:
+@pytest.mark.anyio
+async def test_lane_backoff_holds_every_trigger() -> None:
     """While backing off, not even size, demand or shutdown flush; wait_time points at its end."""
-    lane = lane_with(0.0, 0.1, 0.2)
+    lane = await lane_with(0.0, 0.1, 0.2)
     lane.not_before = 10.0
     lane.flush_requested = True
-    assert lane.due(9.9, closing=True) is None
-    assert lane.wait_time(9.0) == pytest.approx(1.0)
-    assert lane.due(10.0, closing=True) == "shutdown"
+    assert due(lane, 9.9, closing=True) is None
+    assert lane.wait_time(9.0, WALL_START + 9.0) == pytest.approx(1.0)
+    assert due(lane, 10.0, closing=True) == "shutdown"
 
 
-def test_lane_wait_time_is_the_nearest_deadline() -> None:
+@pytest.mark.anyio
+async def test_lane_wait_time_is_the_nearest_deadline() -> None:
     """The runner sleeps until the debounce or max_wait deadline, whichever comes first."""
-    assert lane_with().wait_time(0.0) is None
-    assert lane_with(0.0).wait_time(0.25) == pytest.approx(0.75)
-    assert lane_with(0.0, last=4.5).wait_time(4.6) == pytest.approx(0.4)
+    assert (await lane_with()).wait_time(0.0, WALL_START) is None
+    assert (await lane_with(0.0)).wait_time(0.25, WALL_START + 0.25) == pytest.approx(0.75)
+    assert (await lane_with(0.0, last=4.5)).wait_time(4.6, WALL_START + 4.6) == pytest.approx(0.4)
 
 
-# ---------------------------------------------------------------- the running buffer
+# ---------------------------------------------------------------- the running buffer, on a fake clock
 
 
 @pytest.mark.anyio
 async def test_debounce_coalesces_updates_into_one_batch() -> None:
-    """Five versions of one order and two other orders become one batch with the newest version."""
+    """Five versions of one order and two other orders become one batch with the newest version,
+    sent when the lane has been quiet for debounce_seconds — not a moment before."""
     sender = ScriptedSender()
-    buffer, _, metrics = make_buffer(sender)
+    buffer, _, metrics, clock = make_buffer(sender)
     for minute in range(5):
-        buffer.add(7, "shopify", order("a", minute))
-    buffer.add(7, "shopify", order("b"))
-    buffer.add(7, "shopify", order("c"))
-    await settle(buffer)
+        await buffer.add(7, "shopify", order("a", minute))
+        await clock.advance(0.5)  # each order restarts the debounce
+    await buffer.add(7, "shopify", order("b"))
+    await buffer.add(7, "shopify", order("c"))
+    await clock.advance(0.99)
+    assert sender.batches == []
+    await clock.advance(0.01)
     assert len(sender.batches) == 1
-    sent = {o.order_id: o for o in sender.batches[0]}
-    assert sorted(sent) == ["a", "b", "c"]
-    assert updated_at(sent["a"]) == T0 + timedelta(minutes=4)
+    sent_orders = {o.order_id: o for o in sender.batches[0]}
+    assert sorted(sent_orders) == ["a", "b", "c"]
+    assert updated_at(sent_orders["a"]) == T0 + timedelta(minutes=4)
     assert metrics.registry.get_sample_value("order_bridge_orders_accepted_total") == 3
     await buffer.close(1)
 
 
 @pytest.mark.anyio
-async def test_full_lane_flushes_at_once_in_batches_of_max() -> None:
-    """250 orders with a long debounce leave as 100 + 100 at once, the last 50 after the debounce."""
+async def test_a_busy_lane_flushes_at_max_wait() -> None:
+    """Orders every 0.5 s never leave a second of quiet: the lane goes when its oldest has waited 5 s."""
     sender = ScriptedSender()
-    buffer, _, _ = make_buffer(sender, debounce_seconds=0.3, max_wait_seconds=5.0)
+    buffer, _, _, clock = make_buffer(sender)
+    for n in range(9):
+        await buffer.add(7, "shopify", order(f"o{n}"))
+        await clock.advance(0.5)
+    assert sender.batches == []  # 4.5 s
+    await buffer.add(7, "shopify", order("o9"))
+    await clock.advance(0.5)
+    assert [len(b) for b in sender.batches] == [10]
+    await buffer.close(1)
+
+
+@pytest.mark.anyio
+async def test_full_lane_flushes_at_once_in_batches_of_max() -> None:
+    """250 orders leave as 100 + 100 at once, the last 50 after the debounce."""
+    sender = ScriptedSender()
+    buffer, _, _, clock = make_buffer(sender)
     for n in range(250):
-        buffer.add(7, "shopify", order(f"o{n}"))
-    await asyncio.sleep(0.1)
+        await buffer.add(7, "shopify", order(f"o{n}"))
+    await idle()
     assert [len(b) for b in sender.batches] == [100, 100]
-    await settle(buffer)
+    await clock.advance(1.0)
     assert [len(b) for b in sender.batches] == [100, 100, 50]
     assert [o.order_id for b in sender.batches for o in b] == [f"o{n}" for n in range(250)]
     await buffer.close(1)
@@ -255,10 +427,10 @@ async def test_full_lane_flushes_at_once_in_batches_of_max() -> None:
 async def test_lanes_are_per_integration() -> None:
     """Orders of two integrations never share a batch."""
     sender = ScriptedSender()
-    buffer, _, _ = make_buffer(sender)
-    buffer.add(7, "shopify", order("a"))
-    buffer.add(8, "shopify", order("b"))
-    await settle(buffer)
+    buffer, _, _, clock = make_buffer(sender)
+    await buffer.add(7, "shopify", order("a"))
+    await buffer.add(8, "shopify", order("b"))
+    await clock.advance(1.0)
     assert sorted(len(b) for b in sender.batches) == [1, 1]
     await buffer.close(1)
 
@@ -266,36 +438,44 @@ async def test_lanes_are_per_integration() -> None:
 @pytest.mark.anyio
 async def test_update_during_flight_goes_in_the_next_batch_never_concurrently() -> None:
     """A version that arrives while its order is in flight waits; one flush per lane at a time."""
-    sender = ScriptedSender(delay=0.2)
-    buffer, _, _ = make_buffer(sender)
-    buffer.add(7, "shopify", order("a", 1))
-    await asyncio.sleep(0.1)  # flushed, in flight
+    sender = ScriptedSender(hold=True)
+    buffer, _, _, clock = make_buffer(sender)
+    await buffer.add(7, "shopify", order("a", 1))
+    await clock.advance(1.0)  # flushed, in flight until released
     assert len(sender.batches) == 1
-    assert buffer.add(7, "shopify", order("a", 0)) is AddResult.STALE  # older than the one in flight
-    assert buffer.add(7, "shopify", order("a", 2)) is AddResult.BUFFERED
-    await settle(buffer)
+    assert await buffer.add(7, "shopify", order("a", 0)) is AddResult.STALE  # older than the one in flight
+    assert await buffer.add(7, "shopify", order("a", 2)) is AddResult.BUFFERED
+    await clock.advance(5.0)
+    assert len(sender.batches) == 1  # never a second flush while the first is in flight
+    sender.release()
+    await clock.advance(1.0)
+    sender.release()
+    await idle()
     versions = [updated_at(b[0]) for b in sender.batches]
     assert versions == [T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)]
+    assert buffer.pending() == 0
     await buffer.close(1)
 
 
 @pytest.mark.anyio
 async def test_retry_keeps_orders_and_merges_newer_versions() -> None:
-    """A 429-like answer keeps the batch; a version that arrives during the backoff replaces it."""
-    retry = SendResult(SendOutcome.RETRY, 429, "rate_limited", retry_after=0.2)
+    """A 429 keeps the batch for its Retry-After; a version that arrives meanwhile replaces it."""
+    retry = SendResult(SendOutcome.RETRY, 429, "rate_limited", retry_after=30.0)
     sender = ScriptedSender(retry)
-    buffer, _, metrics = make_buffer(sender)
-    buffer.add(7, "shopify", order("a", 1))
-    buffer.add(7, "shopify", order("b", 1))
+    buffer, _, metrics, clock = make_buffer(sender)
+    await buffer.add(7, "shopify", order("a", 1))
+    await buffer.add(7, "shopify", order("b", 1))
     with capture_logs() as logs:
-        await asyncio.sleep(0.1)
-        buffer.add(7, "shopify", order("a", 2))
-        await settle(buffer)
+        await clock.advance(1.0)
+        await buffer.add(7, "shopify", order("a", 2))
+        await clock.advance(29.9)
+        assert len(sender.batches) == 1  # Retry-After holds the lane
+        await clock.advance(0.1)
     assert len(sender.batches) == 2
     final = {o.order_id: updated_at(o) for o in sender.batches[1]}
     assert final == {"a": T0 + timedelta(minutes=2), "b": T0 + timedelta(minutes=1)}
     retries = [e for e in logs if e["event"] == "batch.retry"]
-    assert retries and retries[0]["cause"] == "rate_limited" and retries[0]["delay"] == 0.2
+    assert retries and retries[0]["cause"] == "rate_limited" and retries[0]["delay"] == 30.0
     assert metrics.registry.get_sample_value("order_bridge_batches_total", {"outcome": "retried"}) == 1
     await buffer.close(1)
 
@@ -313,20 +493,24 @@ async def test_rejected_orders_are_dead_lettered_the_rest_resent_at_once() -> No
         },
     )
     sender = ScriptedSender(rejected)
-    buffer, deadletters, metrics = make_buffer(sender, debounce_seconds=0.05)
+    buffer, store, metrics, clock = make_buffer(sender)
     for name in "abcd":
-        buffer.add(7, "shopify", order(name))
-    await settle(buffer)
+        await buffer.add(7, "shopify", order(name))
+    with capture_logs() as logs:
+        await clock.advance(1.0)
     assert [[o.order_id for o in b] for b in sender.batches] == [["a", "b", "c", "d"], ["b", "d"]]
-    letters = deadletters.items()
+    letters = store.dead_letters()
     assert [(d.order_id, d.reason, d.pointer) for d in letters] == [
         ("a", "sendcloud_rejected", "/data/attributes/[0]/order_id"),
         ("c", "sendcloud_rejected", "/data/attributes/[2]/shipping_address/name"),
     ]
+    assert {d.at for d in letters} == {WALL_START + 1.0}
     assert (
         metrics.registry.get_sample_value("order_bridge_orders_dead_lettered_total", {"reason": "sendcloud_rejected"})
         == 2
     )
+    assert metrics.registry.get_sample_value("order_bridge_dead_letters_stored") == 2
+    assert [e["order_id"] for e in logs if e["event"] == "order.dead_lettered"] == ["a", "c"]
     await buffer.close(1)
 
 
@@ -335,11 +519,11 @@ async def test_misconfiguration_keeps_orders_and_alerts() -> None:
     """401 keeps every order, logs an error alert, and the batch goes once credentials work."""
     unauthorized = SendResult(SendOutcome.MISCONFIGURED, 401, "unauthorized", detail="credentials refused")
     sender = ScriptedSender(unauthorized, unauthorized)
-    buffer, deadletters, _ = make_buffer(sender)
-    buffer.add(7, "shopify", order("a"))
+    buffer, store, _, clock = make_buffer(sender)
+    await buffer.add(7, "shopify", order("a"))
     with capture_logs() as logs:
-        await settle(buffer)
-    assert len(sender.batches) == 3 and len(deadletters) == 0
+        await clock.advance(3.0)  # debounce, then two backoffs of 1 s
+    assert len(sender.batches) == 3 and store.dead_letter_count() == 0 and buffer.pending() == 0
     alerts = [e for e in logs if e["event"] == "sendcloud.alert"]
     assert len(alerts) == 2 and alerts[0]["log_level"] == "error" and alerts[0]["status"] == 401
     await buffer.close(1)
@@ -357,10 +541,12 @@ async def test_sender_exception_does_not_lose_the_batch() -> None:
             return await super().send(orders, reserved=reserved)
 
     sender = Exploding()
-    buffer, _, _ = make_buffer(sender)
-    buffer.add(7, "shopify", order("a"))
-    await settle(buffer)
-    assert len(sender.batches) == 2
+    buffer, _, _, clock = make_buffer(sender)
+    await buffer.add(7, "shopify", order("a"))
+    with capture_logs() as logs:
+        await clock.advance(2.0)
+    assert len(sender.batches) == 2 and buffer.pending() == 0
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["batch.error"]
     await buffer.close(1)
 
 
@@ -368,16 +554,16 @@ async def test_sender_exception_does_not_lose_the_batch() -> None:
 async def test_max_pending_refuses_and_close_flushes_everything() -> None:
     """Past max_pending add() raises BufferFull; close() flushes regardless of debounce, then refuses."""
     sender = ScriptedSender()
-    buffer, _, _ = make_buffer(sender, debounce_seconds=60, max_wait_seconds=60, max_pending=3)
+    buffer, _, _, _ = make_buffer(sender, debounce_seconds=60, max_wait_seconds=60, max_pending=3)
     for name in "abc":
-        buffer.add(7, "shopify", order(name))
+        await buffer.add(7, "shopify", order(name))
     with pytest.raises(BufferFull):
-        buffer.add(7, "shopify", order("d"))
+        await buffer.add(7, "shopify", order("d"))
     assert buffer.above_high_water()
     assert await buffer.close(2) == 0
     assert sorted(o.order_id for b in sender.batches for o in b) == ["a", "b", "c"]
     with pytest.raises(BufferClosed):
-        buffer.add(7, "shopify", order("e"))
+        await buffer.add(7, "shopify", order("e"))
 
 
 @pytest.mark.anyio
@@ -385,11 +571,11 @@ async def test_close_reports_what_it_could_not_send() -> None:
     """When Sendcloud stays down past the timeout, close() returns and logs the unsent count."""
     down = SendResult(SendOutcome.RETRY, 503, "503")
     sender = ScriptedSender(*([down] * 100))
-    buffer, _, _ = make_buffer(sender, debounce_seconds=60, max_wait_seconds=60)
-    buffer.add(7, "shopify", order("a"))
-    buffer.add(7, "shopify", order("b"))
+    buffer, _, _, _ = make_buffer(sender, debounce_seconds=60, max_wait_seconds=60)
+    await buffer.add(7, "shopify", order("a"))
+    await buffer.add(7, "shopify", order("b"))
     with capture_logs() as logs:
-        assert await buffer.close(0.3) == 2
+        assert await buffer.close(0.05) == 2  # the lane backs off on the fake clock, which stands still
     unsent = [e for e in logs if e["event"] == "shutdown.unsent"]
     assert unsent and unsent[0]["orders"] == 2 and unsent[0]["by_integration"] == {7: 2}
 
@@ -399,15 +585,20 @@ async def test_waiting_for_a_rate_token_lets_the_batch_grow() -> None:
     """The batch is taken after the token arrives, so orders added while waiting ride along."""
 
     class SlowToken(ScriptedSender):
+        def __init__(self) -> None:
+            super().__init__()
+            self.token = asyncio.Event()
+
         async def reserve(self) -> None:
-            await asyncio.sleep(0.2)
+            await self.token.wait()
 
     sender = SlowToken()
-    buffer, _, _ = make_buffer(sender)
-    buffer.add(7, "shopify", order("a"))
-    await asyncio.sleep(0.1)  # debounce fired, the lane waits for a token
-    buffer.add(7, "shopify", order("b"))
-    await settle(buffer)
+    buffer, _, _, clock = make_buffer(sender)
+    await buffer.add(7, "shopify", order("a"))
+    await clock.advance(1.0)  # debounce fired, the lane waits for a token
+    await buffer.add(7, "shopify", order("b"))
+    sender.token.set()
+    await idle()
     assert [[o.order_id for o in b] for b in sender.batches] == [["a", "b"]]
     await buffer.close(1)
 
@@ -416,37 +607,49 @@ async def test_waiting_for_a_rate_token_lets_the_batch_grow() -> None:
 async def test_pending_and_oldest_age_gauges() -> None:
     """orders_pending and oldest_pending_age_seconds read the buffer at scrape time."""
     sender = ScriptedSender()
-    buffer, _, metrics = make_buffer(sender, debounce_seconds=60, max_wait_seconds=60)
-    buffer.add(7, "shopify", order("a"))
-    await asyncio.sleep(0.05)
+    buffer, _, metrics, clock = make_buffer(sender, debounce_seconds=60, max_wait_seconds=60)
+    await buffer.add(7, "shopify", order("a"))
+    await clock.advance(12.5)
     assert metrics.registry.get_sample_value("order_bridge_orders_pending") == 1
-    assert (metrics.registry.get_sample_value("order_bridge_oldest_pending_age_seconds") or 0) >= 0.04
+    assert metrics.registry.get_sample_value("order_bridge_oldest_pending_age_seconds") == 12.5
     buffer.flush()
-    await settle(buffer)
+    await idle()
     assert metrics.registry.get_sample_value("order_bridge_orders_pending") == 0
+    assert metrics.registry.get_sample_value("order_bridge_oldest_pending_age_seconds") == 0
     await buffer.close(1)
 
 
 @pytest.mark.anyio
 async def test_ledger_balances_through_coalescing_retries_and_refusals() -> None:
-    """accepted = sent + superseded + dead_lettered + pending, at every point of a rough ride."""
-    retry = SendResult(SendOutcome.RETRY, 503, "503", retry_after=0.1)
+    """accepted = sent + superseded + dead_lettered + pending, at every point of a rough ride, and
+    the metric shows the store's counts."""
+    retry = SendResult(SendOutcome.RETRY, 503, "503", retry_after=10.0)
     refuse_first = SendResult(
         SendOutcome.REJECTED, 400, "400", rejected={0: [Rejection("/data/attributes/[0]/order_id", "invalid", "x")]}
     )
-    sender = ScriptedSender(retry, refuse_first, delay=0.05)
-    buffer, _, _ = make_buffer(sender)
-    buffer.add(7, "shopify", order("a", 1))
-    buffer.add(7, "shopify", order("a", 2))  # coalesced: version 1 superseded
-    buffer.add(7, "shopify", order("b", 1))
+    sender = ScriptedSender(retry, refuse_first, hold=True)
+    buffer, _, metrics, clock = make_buffer(sender)
+    await buffer.add(7, "shopify", order("a", 1))
+    await buffer.add(7, "shopify", order("a", 2))  # coalesced: version 1 superseded
+    await buffer.add(7, "shopify", order("b", 1))
     assert buffer.ledger().balanced
-    await asyncio.sleep(0.08)  # first flush in flight
-    buffer.add(7, "shopify", order("b", 2))  # will supersede the in-flight version on retry
+    await clock.advance(1.0)  # first flush in flight
+    await buffer.add(7, "shopify", order("b", 2))  # will supersede the in-flight version on retry
     assert buffer.ledger().balanced
-    await settle(buffer)
+    sender.release()  # 503: back off 10 s
+    await clock.advance(10.0)
+    sender.release()  # [0] refused, the rest again at once
+    await idle()
+    sender.release()
+    await idle()
     ledger = buffer.ledger()
     assert ledger.balanced and ledger.pending == 0
     assert (ledger.accepted, ledger.sent, ledger.superseded, ledger.dead_lettered) == (4, 1, 2, 1)
+    fates = {
+        fate: metrics.registry.get_sample_value("order_bridge_order_versions_total", {"fate": fate})
+        for fate in ("accepted", "sent", "superseded", "dead_lettered")
+    }
+    assert fates == {"accepted": 4, "sent": 1, "superseded": 2, "dead_lettered": 1}
     await buffer.close(1)
 
 
@@ -454,13 +657,44 @@ async def test_ledger_balances_through_coalescing_retries_and_refusals() -> None
 async def test_a_backlog_is_kept_compressed_and_sent_intact() -> None:
     """Past `compress_share` of max_pending new orders are stored compressed; batches carry the same JSON."""
     sender = ScriptedSender()
-    buffer, _, _ = make_buffer(sender, debounce_seconds=60, max_wait_seconds=60, max_pending=10, compress_share=0.2)
+    buffer, _, _, _ = make_buffer(sender, debounce_seconds=60, max_wait_seconds=60, max_pending=10, compress_share=0.2)
     for name in "abcde":
-        buffer.add(7, "shopify", order(name))
+        await buffer.add(7, "shopify", order(name))
     buffer.flush()
-    await settle(buffer)
+    await idle()
     (batch,) = sender.batches
     assert [o.compressed for o in batch] == [False, False, True, True, True]
     assert all(o.json == encode_order(order(o.order_id)).json for o in batch)
     assert encode_orders(batch) == encode_orders([order(name) for name in "abcde"])
     await buffer.close(1)
+
+
+@pytest.mark.anyio
+async def test_start_resumes_a_store_with_a_batch_in_flight() -> None:
+    """A buffer started on a store that holds orders — one batch in flight when the last one
+    stopped — resends that batch and flushes the rest, and says so in the log."""
+    store = MemoryStore()
+    for name in "abc":
+        await store.add(arrival(name, received=WALL_START))
+    await store.take(7, 2, batch_id="crashed", attempt=3)
+    sender = ScriptedSender()
+    clock = FakeClock()
+    buffer = Buffer(BufferSettings(), sender, store, Metrics(), clock=clock)
+    with capture_logs() as logs:
+        await buffer.start()
+        await clock.advance(5.0)  # no new activity: max_wait from the stored receipt times
+    assert [[o.order_id for o in b] for b in sender.batches] == [["a", "b", "c"]]
+    (recovered,) = [e for e in logs if e["event"] == "batch.recovered"]
+    assert (recovered["batch_id"], recovered["size"], recovered["attempt"]) == ("crashed", 2, 3)
+    assert buffer.ledger().balanced and buffer.pending() == 0
+    await buffer.close(1)
+
+
+def test_the_buffer_knows_nothing_of_http() -> None:
+    """The buffer, the store and the settlement import no HTTP client: the Sendcloud side is a `Sender`."""
+    code = (
+        "import sys, service.buffer, service.settlement, service.store.memory; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore') or m == 'service.sendcloud'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

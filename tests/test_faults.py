@@ -70,7 +70,7 @@ def test_one_invalid_order_in_a_hundred(stack: Any) -> None:
     assert set(asyncio.run(post_all(started.url, batch))) == {200}
     wait_for(lambda: started.state.buffer.pending() == 0)
     assert [(r.status, r.order_count) for r in started.fake.requests] == [(400, 100), (201, 99)]
-    (letter,) = started.state.deadletters.items()
+    (letter,) = started.state.store.dead_letters()
     assert letter.order_id == "1099" and letter.reason == "sendcloud_rejected"
     assert letter.pointer is not None and letter.pointer.startswith("/data/attributes/[")
     assert letter.pointer.endswith("/currency") and "GBP" not in letter.pointer and letter.detail
@@ -85,7 +85,7 @@ def test_several_invalid_orders_in_one_batch(stack: Any) -> None:
     batch = deliveries(range(2000, 2010)) + deliveries(range(2010, 2013), currency="EUR")
     assert set(asyncio.run(post_all(started.url, batch, concurrency=1))) == {200}
     wait_for(lambda: started.state.buffer.pending() == 0)
-    assert sorted(d.order_id for d in started.state.deadletters.items()) == ["2010", "2011", "2012"]
+    assert sorted(d.order_id for d in started.state.store.dead_letters()) == ["2010", "2011", "2012"]
     assert [r.status for r in started.fake.requests] == [400, 201]
     assert_all_arrived(started, range(2000, 2010))
 
@@ -100,7 +100,7 @@ def test_still_processing_conflict_resends_the_whole_batch(stack: Any) -> None:
     assert set(asyncio.run(post_all(started.url, deliveries(range(3000, 3020))))) == {200}
     assert_all_arrived(started, range(3000, 3020))
     assert [r.status for r in started.fake.requests] == [400, 400, 201]
-    assert len(started.state.deadletters) == 0
+    assert started.state.store.dead_letter_count() == 0
 
 
 @pytest.mark.parametrize("retry_after", [None, 0.3])

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.ratelimit import RateLimiter, RateLimiters
+from service.ratelimit import RateLimiter
 
 
 @pytest.fixture
@@ -233,26 +233,3 @@ def test_no_window_ever_holds_more_than_allowed(gaps: list[float], burst: int, p
     times = asyncio.run(run())
     assert _max_in_window(times, 1.0) <= limiter.per_second
     assert _max_in_window(times, 60.0) <= limiter.per_minute
-
-
-def test_lanes_on_one_account_share_one_limiter() -> None:
-    """The registry keys limiters by public key and base URL; other limits for one account are refused."""
-    limiters = RateLimiters()
-    a = limiters.for_account(
-        base_url="https://panel.sendcloud.sc/api/v3", public_key="pk", requests_per_minute=100, burst_per_second=15
-    )
-    again = limiters.for_account(
-        base_url="https://panel.sendcloud.sc/api/v3/", public_key="pk", requests_per_minute=100, burst_per_second=15
-    )
-    other_key = limiters.for_account(
-        base_url="https://panel.sendcloud.sc/api/v3", public_key="pk2", requests_per_minute=100, burst_per_second=15
-    )
-    other_host = limiters.for_account(
-        base_url="http://localhost:9000/api/v3", public_key="pk", requests_per_minute=100, burst_per_second=15
-    )
-    assert again is a
-    assert len({id(a), id(other_key), id(other_host)}) == 3
-    with pytest.raises(ValueError):
-        limiters.for_account(
-            base_url="https://panel.sendcloud.sc/api/v3", public_key="pk", requests_per_minute=50, burst_per_second=15
-        )

@@ -7,8 +7,9 @@ import gc
 import pytest
 
 from service.dedupe import SeenDeliveries
-from service.lanes import MemoryLaneStore
 from service.recent import Recent
+from service.store import digest
+from service.store.memory import MemoryStore
 
 
 def test_holds_at_most_capacity_and_always_the_newest_half() -> None:
@@ -41,11 +42,12 @@ def test_what_the_service_remembers_in_bulk_is_not_tracked_by_the_garbage_collec
     seen = SeenDeliveries(60, 10_000)
     for n in range(3000):
         seen.remember(SeenDeliveries.key(7, f"delivery-{n}"))
-    store = MemoryLaneStore(remember=10_000)
-    store._sent.put("1001", (1_700_000_000.0, 1, hash(b"{}")))
+    store = MemoryStore(remember_sent=10_000)
+    sent = store._lane(7).sent
+    sent.put("1001", (1_700_000_000.0, 1, digest(b"{}")))
     gc.collect()
     assert not gc.is_tracked(seen._expiry._new) and not gc.is_tracked(seen._expiry._old)
-    assert not gc.is_tracked(store._sent._new) and not gc.is_tracked(store._sent._old)
+    assert not gc.is_tracked(sent._new) and not gc.is_tracked(sent._old)
 
 
 def test_seen_deliveries_expire_after_their_ttl() -> None:

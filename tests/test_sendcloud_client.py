@@ -22,15 +22,8 @@ from service.fake_sendcloud import FakeSendcloud
 from service.fake_sendcloud import create_app as create_fake_app
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter
-from service.sendcloud import (
-    MAX_RETRY_AFTER,
-    Rejection,
-    SendcloudClient,
-    SendOutcome,
-    SendResult,
-    backoff_delay,
-    parse_retry_after,
-)
+from service.sendcloud import MAX_RETRY_AFTER, SendcloudClient, parse_retry_after
+from service.sender import Rejection, SendOutcome, SendResult, backoff_delay
 
 BASE_URL = "https://panel.sendcloud.sc/api/v3"
 FIXTURE = (

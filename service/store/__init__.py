@@ -1,0 +1,246 @@
+"""Where the buffer keeps order versions, batches in flight, sent versions, dead letters and the
+ledger: the `Store` protocol, the types that cross it, and the stores behind it.
+
+The buffer (`service.buffer`) decides *when* a lane flushes; the store decides *what* a lane
+holds. Everything a store keeps is identified by values, never by Python objects, so a database
+can sit behind the same calls:
+
+- an order version by `(integration_id, order_id, version)`, where `version` is the order's own
+  update time and the store's arrival number (`seq`, which the store hands out);
+- a batch by its `id`, with the attempt it is;
+- an order's content by `digest` (BLAKE2b of its JSON: the same in every process and after a
+  restart, unlike `hash()`);
+- times as wall-clock POSIX seconds (`received_at`); the buffer's timers keep the monotonic clock.
+
+Writes are coroutines, so a store may commit before it answers: `Buffer.add` returns only once
+the store has the order. Reads are plain calls on what the store keeps at hand (counts, the
+oldest receipt time), because the flush loop and the metrics read them all the time.
+
+Stores: `service.store.memory.MemoryStore` (the process's memory; everything is lost with the
+process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import NamedTuple, Protocol
+
+from adapters.sendcloud import EncodedOrder
+
+__all__ = [
+    "AddResult",
+    "Arrival",
+    "Batch",
+    "DeadLetter",
+    "Entry",
+    "Ledger",
+    "Settled",
+    "Settlement",
+    "Store",
+    "Version",
+    "VersionKey",
+    "digest",
+]
+
+#: (the order's `order_updated_at`, else `order_created_at`, as a POSIX timestamp; the store's
+#: arrival number). Versions of one order compare as these tuples.
+Version = tuple[float, int]
+
+
+class VersionKey(NamedTuple):
+    """What identifies one version of one order, in this process and any other."""
+
+    integration_id: int
+    order_id: str
+    version: Version
+
+
+def digest(order_json: bytes) -> bytes:
+    """A stable 16-byte digest of an order's JSON: equal content, equal digest, in any process."""
+    return hashlib.blake2b(order_json, digest_size=16).digest()
+
+
+class AddResult(StrEnum):
+    BUFFERED = "buffered"  # a new order in the lane
+    COALESCED = "coalesced"  # replaced an older pending version of the same order
+    STALE = "stale"  # older than what is pending, in flight or sent (or a repeat of it): dropped
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One order version as the webhook hands it to the buffer, before the store numbers it."""
+
+    integration_id: int
+    platform: str
+    #: the order's JSON (uncompressed: the store decides how to keep it)
+    order: EncodedOrder
+    #: the order's own update time (POSIX seconds): the first part of its version
+    updated_at: float
+    #: wall-clock POSIX seconds at receipt
+    received_at: float
+    delivery_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stored version of one order, from the webhook that carried it to Sendcloud's answer."""
+
+    integration_id: int
+    platform: str
+    #: the order's JSON, as it will go into a batch (possibly compressed)
+    order: EncodedOrder
+    updated_at: float
+    #: the store's arrival number: the second part of the version, and the order of arrival
+    seq: int
+    #: wall-clock receipt time of the first version still waiting (coalescing keeps the earliest)
+    received_at: float
+    digest: bytes
+    delivery_id: str | None = None
+
+    @property
+    def order_id(self) -> str:
+        return self.order.order_id
+
+    @property
+    def version(self) -> Version:
+        return (self.updated_at, self.seq)
+
+    @property
+    def key(self) -> VersionKey:
+        return VersionKey(self.integration_id, self.order.order_id, (self.updated_at, self.seq))
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Up to `max_batch` entries of one lane, in flight to Sendcloud under one id."""
+
+    id: str
+    integration_id: int
+    entries: tuple[Entry, ...]
+    #: 1 for a lane's first try since its last success, 2 for the first retry, …
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An order that could not be sent: why, and (when there was one) the order as it was sent."""
+
+    integration_id: int
+    platform: str
+    order_id: str | None
+    reason: str
+    detail: str
+    pointer: str | None = None
+    delivery_id: str | None = None
+    #: the order's JSON as it was sent, when there was one (personal data: never logged)
+    order: EncodedOrder | None = None
+    #: wall-clock POSIX seconds
+    at: float = 0.0
+    batch_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What to do with a batch after Sendcloud's answer (made by `service.settlement.settle`).
+
+    Every entry of the batch is in exactly one of `sent`, `dead` and `retry`.
+    """
+
+    sent: tuple[Entry, ...]
+    dead: tuple[DeadLetter, ...]
+    #: the entries `dead` letters were made from, in the same order
+    dead_entries: tuple[Entry, ...]
+    #: back to pending, to go again (unless a newer version of the order arrived meanwhile)
+    retry: tuple[Entry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What applying a settlement changed besides what it said."""
+
+    #: retried entries dropped because a newer version of their order was pending
+    superseded: int
+    #: dead letters pushed out of a full dead-letter store
+    evicted: tuple[DeadLetter, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Ledger:
+    """Where every order version the buffer accepted went. Nothing is lost while it balances."""
+
+    accepted: int
+    sent: int
+    superseded: int
+    dead_lettered: int
+    pending: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.accepted == self.sent + self.superseded + self.dead_lettered + self.pending
+
+
+class Store(Protocol):
+    """Everything the buffer keeps. Called from one event loop; writes may await a commit."""
+
+    async def add(self, arrival: Arrival) -> AddResult:
+        """Number the version and keep it, unless it is stale; the ledger counts it."""
+        ...
+
+    async def take(self, integration_id: int, limit: int, *, batch_id: str, attempt: int) -> Batch | None:
+        """Up to `limit` pending entries of a lane, oldest first, now in flight as one batch
+        (None when nothing is pending). A lane has at most one batch in flight."""
+        ...
+
+    async def settle(self, batch: Batch, settlement: Settlement) -> Settled:
+        """Apply Sendcloud's answer to the batch in flight: remember what was sent (against
+        stale versions), keep the dead letters, put the retries back in front of the line."""
+        ...
+
+    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> tuple[DeadLetter, ...]:
+        """Keep letters that never reached a lane (an order no valid Sendcloud order can be
+        made of); returns the letters evicted to make room."""
+        ...
+
+    async def recover(self) -> tuple[Batch, ...]:
+        """At start: the batches that were in flight when the last process stopped, put back
+        to pending so they are sent again (Sendcloud's upsert makes a resend safe)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    # ---- reads: cheap, from what the store keeps at hand
+
+    def lanes(self) -> tuple[int, ...]:
+        """Integration ids with anything pending or in flight."""
+        ...
+
+    def pending(self, integration_id: int) -> int: ...
+
+    def in_flight(self, integration_id: int) -> int: ...
+
+    def unsettled(self) -> int:
+        """Pending plus in flight, over all lanes (a running count)."""
+        ...
+
+    def oldest_received(self, integration_id: int | None = None) -> float | None:
+        """Receipt time of the oldest unsettled order of a lane (or of all lanes)."""
+        ...
+
+    def ledger(self) -> Ledger: ...
+
+    # ---- reads for an admin view
+
+    def list_pending(self, integration_id: int, limit: int = 100) -> list[Entry]:
+        """The lane's pending entries, oldest first."""
+        ...
+
+    def batch_in_flight(self, integration_id: int) -> Batch | None: ...
+
+    def dead_letters(self, integration_id: int | None = None, limit: int | None = None) -> list[DeadLetter]:
+        """Dead letters, oldest first."""
+        ...
+
+    def dead_letter_count(self) -> int: ...

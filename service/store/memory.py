@@ -1,0 +1,244 @@
+"""`MemoryStore`: the `Store` in this process's memory — everything is lost with the process.
+
+Per lane: at most one pending version per `order_id` (in arrival order, retries in front), the
+batch in flight, and the versions already sent (at most `remember_sent`, always the newest half:
+`service.recent.Recent`), which make an older version, or a repeat of one, stale.
+
+Versions order by the order's own update time, then by arrival. A version older than the one
+pending, in flight or already sent is stale and dropped; so is a repeat: the same update time
+and the same content (digest) as one of those. The same update time with other content is newer
+by arrival (WooCommerce's times have one-second resolution).
+
+Once `compress_above` orders are unsettled, new ones are kept zlib-compressed: a backlog that
+size only builds up when Sendcloud cannot keep up, so normal operation never pays for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from service.recent import Recent
+from service.store import (
+    AddResult,
+    Arrival,
+    Batch,
+    DeadLetter,
+    Entry,
+    Ledger,
+    Settled,
+    Settlement,
+    Version,
+    digest,
+)
+
+__all__ = ["MemoryStore"]
+
+
+def _not_newer(updated_at: float, seq: int, content: bytes, than: Version, than_content: bytes) -> bool:
+    """True when a version is not newer than `than`: an older update time, or the same update
+    time with the same content (a repeat)."""
+    if updated_at != than[0]:
+        return updated_at < than[0]
+    return seq <= than[1] or content == than_content
+
+
+@dataclass(slots=True)
+class _Lane:
+    pending: OrderedDict[str, Entry] = field(default_factory=OrderedDict)
+    flying: Batch | None = None
+    #: order_id → the entry of `flying` (a lane has at most one batch in flight)
+    flying_ids: dict[str, Entry] = field(default_factory=dict)
+    #: order_id → (update time, seq, digest) of the version sent: a flat tuple of atoms, which
+    #: the garbage collector stops tracking
+    sent: Recent[tuple[float, int, bytes]] = field(default_factory=lambda: Recent(100_000))
+
+
+class MemoryStore:
+    """`Store` in memory. Not thread-safe; the buffer calls it from one event loop."""
+
+    def __init__(
+        self, *, remember_sent: int = 100_000, compress_above: int = 10_000, dead_letter_capacity: int = 10_000
+    ) -> None:
+        self._remember = remember_sent
+        self._compress_above = compress_above
+        self._lanes: dict[int, _Lane] = {}
+        self._seq = 0
+        self._unsettled = 0
+        self._letters: deque[DeadLetter] = deque()
+        self._letter_capacity = dead_letter_capacity
+        self._accepted = self._sent = self._superseded = self._dead_lettered = 0
+
+    def _lane(self, integration_id: int) -> _Lane:
+        lane = self._lanes.get(integration_id)
+        if lane is None:
+            lane = self._lanes[integration_id] = _Lane(sent=Recent(self._remember))
+        return lane
+
+    # ------------------------------------------------------------ writes
+
+    async def add(self, arrival: Arrival) -> AddResult:
+        lane = self._lane(arrival.integration_id)
+        order = arrival.order
+        order_id = order.order_id
+        content = digest(order.json)
+        self._seq += 1
+        seq = self._seq
+        sent = lane.sent.get(order_id)
+        if sent is not None and _not_newer(arrival.updated_at, seq, content, (sent[0], sent[1]), sent[2]):
+            return AddResult.STALE
+        flying = lane.flying_ids.get(order_id)
+        if flying is not None and _not_newer(arrival.updated_at, seq, content, flying.version, flying.digest):
+            return AddResult.STALE
+        current = lane.pending.get(order_id)
+        if current is not None and _not_newer(arrival.updated_at, seq, content, current.version, current.digest):
+            return AddResult.STALE
+        if self._unsettled >= self._compress_above:  # Sendcloud is not keeping up: trade CPU for memory
+            order = order.compress()
+        entry = Entry(
+            arrival.integration_id,
+            arrival.platform,
+            order,
+            arrival.updated_at,
+            seq,
+            arrival.received_at,
+            content,
+            arrival.delivery_id,
+        )
+        self._accepted += 1
+        if current is not None:
+            # Keep the first receipt time (and place in line): the order has waited since then.
+            lane.pending[order_id] = dataclasses.replace(entry, received_at=min(entry.received_at, current.received_at))
+            self._superseded += 1
+            return AddResult.COALESCED
+        lane.pending[order_id] = entry
+        self._unsettled += 1
+        return AddResult.BUFFERED
+
+    async def take(self, integration_id: int, limit: int, *, batch_id: str, attempt: int) -> Batch | None:
+        lane = self._lane(integration_id)
+        if lane.flying is not None:
+            raise RuntimeError(f"lane {integration_id} already has batch {lane.flying.id} in flight")
+        entries: list[Entry] = []
+        while lane.pending and len(entries) < limit:
+            _, entry = lane.pending.popitem(last=False)
+            entries.append(entry)
+        if not entries:
+            return None
+        batch = Batch(batch_id, integration_id, tuple(entries), attempt)
+        lane.flying = batch
+        lane.flying_ids = {entry.order_id: entry for entry in entries}
+        return batch
+
+    async def settle(self, batch: Batch, settlement: Settlement) -> Settled:
+        lane = self._lane(batch.integration_id)
+        if lane.flying is None or lane.flying.id != batch.id:
+            raise RuntimeError(f"batch {batch.id} is not in flight on lane {batch.integration_id}")
+        lane.flying, lane.flying_ids = None, {}
+        for entry in settlement.sent:
+            lane.sent.put(entry.order_id, (entry.updated_at, entry.seq, entry.digest))
+        superseded = self._restore(lane, settlement.retry)
+        evicted = self._keep_letters(settlement.dead)
+        self._sent += len(settlement.sent)
+        self._dead_lettered += len(settlement.dead_entries)
+        self._superseded += superseded
+        self._unsettled -= len(settlement.sent) + len(settlement.dead_entries) + superseded
+        return Settled(superseded, evicted)
+
+    def _restore(self, lane: _Lane, entries: Sequence[Entry]) -> int:
+        """Retried entries back to the front of the line, unless a newer version is pending."""
+        back: list[Entry] = []
+        superseded = 0
+        for entry in entries:
+            newer = lane.pending.get(entry.order_id)
+            if newer is not None:
+                # The newer version goes instead, and has waited since the older one arrived.
+                back.append(dataclasses.replace(newer, received_at=min(newer.received_at, entry.received_at)))
+                superseded += 1
+            else:
+                back.append(entry)
+        for entry in reversed(back):
+            lane.pending[entry.order_id] = entry
+            lane.pending.move_to_end(entry.order_id, last=False)
+        return superseded
+
+    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> tuple[DeadLetter, ...]:
+        return self._keep_letters(letters)
+
+    def _keep_letters(self, letters: Sequence[DeadLetter]) -> tuple[DeadLetter, ...]:
+        evicted: list[DeadLetter] = []
+        for letter in letters:
+            if len(self._letters) >= self._letter_capacity:
+                evicted.append(self._letters.popleft())
+            self._letters.append(letter)
+        return tuple(evicted)
+
+    async def recover(self) -> tuple[Batch, ...]:
+        """Nothing survives a process in memory: a new store has nothing to recover. Within one
+        process (a store reused after the buffer stopped), batches left in flight go back."""
+        recovered = []
+        for lane in self._lanes.values():
+            if lane.flying is not None:
+                recovered.append(lane.flying)
+                self._restore(lane, lane.flying.entries)
+                lane.flying, lane.flying_ids = None, {}
+        return tuple(recovered)
+
+    async def close(self) -> None:
+        return None
+
+    # ------------------------------------------------------------ reads
+
+    def lanes(self) -> tuple[int, ...]:
+        return tuple(i for i, lane in self._lanes.items() if lane.pending or lane.flying is not None)
+
+    def pending(self, integration_id: int) -> int:
+        lane = self._lanes.get(integration_id)
+        return len(lane.pending) if lane is not None else 0
+
+    def in_flight(self, integration_id: int) -> int:
+        lane = self._lanes.get(integration_id)
+        return len(lane.flying_ids) if lane is not None else 0
+
+    def unsettled(self) -> int:
+        return self._unsettled
+
+    def oldest_received(self, integration_id: int | None = None) -> float | None:
+        lanes = self._lanes.values() if integration_id is None else [self._lanes.get(integration_id)]
+        times: list[float] = []
+        for lane in lanes:
+            if lane is None:
+                continue
+            # Pending entries keep their place in line (coalescing keeps it, retries go to the
+            # front), so the first is the oldest pending one.
+            times.extend(entry.received_at for entry in lane.flying_ids.values())
+            if lane.pending:
+                times.append(next(iter(lane.pending.values())).received_at)
+        return min(times) if times else None
+
+    def ledger(self) -> Ledger:
+        return Ledger(self._accepted, self._sent, self._superseded, self._dead_lettered, self._unsettled)
+
+    def list_pending(self, integration_id: int, limit: int = 100) -> list[Entry]:
+        lane = self._lanes.get(integration_id)
+        if lane is None:
+            return []
+        entries: list[Entry] = []
+        for entry in lane.pending.values():
+            if len(entries) >= limit:
+                break
+            entries.append(entry)
+        return entries
+
+    def batch_in_flight(self, integration_id: int) -> Batch | None:
+        lane = self._lanes.get(integration_id)
+        return lane.flying if lane is not None else None
+
+    def dead_letters(self, integration_id: int | None = None, limit: int | None = None) -> list[DeadLetter]:
+        letters = [x for x in self._letters if integration_id is None or x.integration_id == integration_id]
+        return letters if limit is None else letters[:limit]
+
+    def dead_letter_count(self) -> int:
+        return len(self._letters)
