@@ -15,7 +15,6 @@ size only builds up when Sendcloud cannot keep up, so normal operation never pay
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -110,7 +109,7 @@ class MemoryStore:
         self._accepted += 1
         if current is not None:
             # Keep the first receipt time (and place in line): the order has waited since then.
-            lane.pending[order_id] = dataclasses.replace(entry, received_at=min(entry.received_at, current.received_at))
+            lane.pending[order_id] = entry._replace(received_at=min(entry.received_at, current.received_at))
             self._superseded += 1
             return AddResult.COALESCED
         lane.pending[order_id] = entry
@@ -155,7 +154,7 @@ class MemoryStore:
             newer = lane.pending.get(entry.order_id)
             if newer is not None:
                 # The newer version goes instead, and has waited since the older one arrived.
-                back.append(dataclasses.replace(newer, received_at=min(newer.received_at, entry.received_at)))
+                back.append(newer._replace(received_at=min(newer.received_at, entry.received_at)))
                 superseded += 1
             else:
                 back.append(entry)
