@@ -193,7 +193,8 @@ class Store(Protocol):
 
     async def take(self, integration_id: int, limit: int, *, batch_id: str, attempt: int) -> Batch | None:
         """Up to `limit` pending entries of a lane, oldest first, now in flight as one batch
-        (None when nothing is pending). A lane has at most one batch in flight."""
+        (None when nothing is pending). A lane has at most one batch in flight: while it has
+        one whose answer was never applied, `take` returns that batch again, to be resent."""
         ...
 
     async def settle(self, batch: Batch, settlement: Settlement) -> Settled:

@@ -119,7 +119,9 @@ class MemoryStore:
     async def take(self, integration_id: int, limit: int, *, batch_id: str, attempt: int) -> Batch | None:
         lane = self._lane(integration_id)
         if lane.flying is not None:
-            raise RuntimeError(f"lane {integration_id} already has batch {lane.flying.id} in flight")
+            # Still in flight: its answer was never applied (a store write failed after the send,
+            # or another process stopped mid-flight). It goes again before anything new.
+            return lane.flying
         entries: list[Entry] = []
         while lane.pending and len(entries) < limit:
             _, entry = lane.pending.popitem(last=False)
