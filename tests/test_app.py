@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -155,18 +156,52 @@ def test_unknown_integration_or_wrong_platform_is_404(running: Any, path: str) -
     assert error(post(running.url, SHOPIFY, shopify_headers(SHOPIFY), path)) == (404, "unknown_integration")
 
 
+def raw_exchange(url: str, request: bytes) -> tuple[int, dict[str, Any]]:
+    """Send `request` (the connection stays open, so a body it leaves unfinished stays pending)
+    and read the answer's status and JSON body. An answer that needs more of the body than was
+    sent never comes: the read times out after 5 s and fails the test."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                raise AssertionError("no answer in 5 s: the server waits for a body that never comes") from None
+            assert data, "connection closed without an answer"
+            received += data
+        header_block, _, rest = received.partition(b"\r\n\r\n")
+        status_line, *header_lines = header_block.decode("latin-1").split("\r\n")
+        length = next(int(v) for k, _, v in (h.partition(": ") for h in header_lines) if k.lower() == "content-length")
+        while len(rest) < length:
+            data = sock.recv(65536)
+            assert data, "connection closed inside the answer"
+            rest += data
+    return int(status_line.split()[1]), json.loads(rest[:length])
+
+
 def test_body_over_the_limit_is_413_without_reading_it_whole(stack: Any) -> None:
-    """Over max_body_bytes: 413 from Content-Length alone, and from a chunked body as it streams."""
-    started = stack(server={"max_body_bytes": 10_000})
-    big = b'{"x": "' + b"a" * 20_000 + b'"}'
-    assert error(post(started.url, big, shopify_headers(big))) == (413, "payload_too_large")
+    """Over max_body_bytes: 413 from Content-Length alone with none of the body sent, and from a
+    chunked body once the bytes read pass the limit, with the rest of it never sent."""
+    limit = 10_000
+    started = stack(server={"max_body_bytes": limit})
+    head = "POST /webhooks/shopify/7 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in shopify_headers(SHOPIFY).items())
 
-    def chunks() -> Any:
-        yield big[:5000]
-        yield big[5000:]
+    # A declared length 100 times the limit and no body at all: the answer cannot wait for it.
+    status, body = raw_exchange(started.url, f"{head}Content-Length: {100 * limit}\r\n\r\n".encode())
+    assert (status, body["error"]) == (413, "payload_too_large")
 
-    answer = httpx.post(started.url + "/webhooks/shopify/7", content=chunks(), headers=shopify_headers(big))
-    assert error(answer) == (413, "payload_too_large")
+    # Chunked, no length: 11 chunks of 1 000 bytes (the limit + 1 000) and no final chunk, so
+    # the body never ends: a server that reads it whole before checking never answers.
+    chunks = (b"3e8\r\n" + b"a" * 1000 + b"\r\n") * (limit // 1000 + 1)
+    status, body = raw_exchange(started.url, f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + chunks)
+    assert (status, body["error"]) == (413, "payload_too_large")
+
+    # A body of exactly the limit is read, and answered on its merits (not an order here).
+    exact = b"[" + b" " * (limit - 2) + b"]"
+    assert error(post(started.url, exact, shopify_headers(exact))) == (400, "malformed_body")
     assert post(started.url, SHOPIFY, shopify_headers(SHOPIFY)).json() == {"status": "accepted"}
 
 
