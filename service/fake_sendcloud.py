@@ -3,8 +3,9 @@
 `FakeSendcloud` holds the state and the behaviour and can be called without HTTP
 (`await fake.handle_post(body, authorization=...)`); `create_app(fake)` serves it as a Starlette
 app: under uvicorn in the tests, in-process through `httpx.ASGITransport` in `sandbox` mode.
-The contract it follows is the digest `shared/reference/sendcloud/sendcloud.md` of Sendcloud's
-published OpenAPI document. Routes:
+The contract it follows is Sendcloud's published OpenAPI document for the v3 Orders API, kept
+byte for byte in this repository as `tests/sendcloud/orders-openapi.yaml` (provenance in
+`tests/sendcloud/SOURCE.md`), with sendcloud.dev's pages for what the document leaves out. Routes:
 
 * `POST /api/v3/orders`: the batch upsert, checked in this order:
   1. HTTP Basic auth (public key, secret key) → 401 in the documented shapes ("No credentials"

@@ -7,12 +7,15 @@ already accepted: orders accepted before it still reach the fake Sendcloud.
 from __future__ import annotations
 
 import json
+import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests import signing
 from tests.conftest import SECRETS, ledger_from_metrics
@@ -153,18 +156,52 @@ def test_unknown_integration_or_wrong_platform_is_404(running: Any, path: str) -
     assert error(post(running.url, SHOPIFY, shopify_headers(SHOPIFY), path)) == (404, "unknown_integration")
 
 
+def raw_exchange(url: str, request: bytes) -> tuple[int, dict[str, Any]]:
+    """Send `request` (the connection stays open, so a body it leaves unfinished stays pending)
+    and read the answer's status and JSON body. An answer that needs more of the body than was
+    sent never comes: the read times out after 5 s and fails the test."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                raise AssertionError("no answer in 5 s: the server waits for a body that never comes") from None
+            assert data, "connection closed without an answer"
+            received += data
+        header_block, _, rest = received.partition(b"\r\n\r\n")
+        status_line, *header_lines = header_block.decode("latin-1").split("\r\n")
+        length = next(int(v) for k, _, v in (h.partition(": ") for h in header_lines) if k.lower() == "content-length")
+        while len(rest) < length:
+            data = sock.recv(65536)
+            assert data, "connection closed inside the answer"
+            rest += data
+    return int(status_line.split()[1]), json.loads(rest[:length])
+
+
 def test_body_over_the_limit_is_413_without_reading_it_whole(stack: Any) -> None:
-    """Over max_body_bytes: 413 from Content-Length alone, and from a chunked body as it streams."""
-    started = stack(server={"max_body_bytes": 10_000})
-    big = b'{"x": "' + b"a" * 20_000 + b'"}'
-    assert error(post(started.url, big, shopify_headers(big))) == (413, "payload_too_large")
+    """Over max_body_bytes: 413 from Content-Length alone with none of the body sent, and from a
+    chunked body once the bytes read pass the limit, with the rest of it never sent."""
+    limit = 10_000
+    started = stack(server={"max_body_bytes": limit})
+    head = "POST /webhooks/shopify/7 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in shopify_headers(SHOPIFY).items())
 
-    def chunks() -> Any:
-        yield big[:5000]
-        yield big[5000:]
+    # A declared length 100 times the limit and no body at all: the answer cannot wait for it.
+    status, body = raw_exchange(started.url, f"{head}Content-Length: {100 * limit}\r\n\r\n".encode())
+    assert (status, body["error"]) == (413, "payload_too_large")
 
-    answer = httpx.post(started.url + "/webhooks/shopify/7", content=chunks(), headers=shopify_headers(big))
-    assert error(answer) == (413, "payload_too_large")
+    # Chunked, no length: 11 chunks of 1 000 bytes (the limit + 1 000) and no final chunk, so
+    # the body never ends: a server that reads it whole before checking never answers.
+    chunks = (b"3e8\r\n" + b"a" * 1000 + b"\r\n") * (limit // 1000 + 1)
+    status, body = raw_exchange(started.url, f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + chunks)
+    assert (status, body["error"]) == (413, "payload_too_large")
+
+    # A body of exactly the limit is read, and answered on its merits (not an order here).
+    exact = b"[" + b" " * (limit - 2) + b"]"
+    assert error(post(started.url, exact, shopify_headers(exact))) == (400, "malformed_body")
     assert post(started.url, SHOPIFY, shopify_headers(SHOPIFY)).json() == {"status": "accepted"}
 
 
@@ -227,26 +264,75 @@ def test_shutting_down_is_503_and_not_ready(running: Any) -> None:
     assert_first_order_arrives(running)
 
 
+#: DESIGN §7's metrics as the doc spells them (prefix `order_bridge_` left off), with their types.
+DESIGNED_METRICS = {
+    "webhooks_total{platform,outcome}": "counter",
+    "webhook_duration_seconds": "histogram",
+    "orders_pending": "gauge",
+    "oldest_pending_age_seconds": "gauge",
+    "batches_total{outcome}": "counter",
+    "batch_size": "histogram",
+    "sendcloud_requests_total{status}": "counter",
+    "sendcloud_request_duration_seconds": "histogram",
+    "orders_accepted_total": "counter",
+    "orders_dead_lettered_total{reason}": "counter",
+    "order_end_to_end_seconds": "histogram",
+    "dead_letters_stored": "gauge",
+    "order_versions_total{fate}": "counter",
+}
+_DESIGN_METRIC = re.compile(r"`([a-z_]+(?:\{[a-z_,]+\})?)`")
+
+
+def design_section_7() -> tuple[set[str], set[str]]:
+    """(metrics, `webhooks_total` outcomes) as DESIGN §7 lists them."""
+    text = (ROOT / "docs" / "DESIGN.md").read_text()
+    section = text[text.index("## 7. Observability") : text.index("## 8.")]
+    # The list runs from its heading to the dash that starts the ledger's explanation.
+    heading = "Metrics (prefix `order_bridge_`):"
+    listed = section[section.index(heading) + len(heading) :].split(" — ", 1)[0]
+    heading = "`webhooks_total` outcomes:"
+    outcomes = section[section.index(heading) + len(heading) :].split("\n\n", 1)[0]
+    return set(_DESIGN_METRIC.findall(listed)), set(_DESIGN_METRIC.findall(outcomes))
+
+
 def test_metrics_exposes_the_designed_names(running: Any) -> None:
-    """/metrics is Prometheus text with every metric of DESIGN §7."""
+    """/metrics is Prometheus text with every metric of DESIGN §7, each with samples, its type
+    and its labels, and no metric the design does not name."""
+    dead = (FIXTURES / "shopify" / "erp_addons__order_116901_pln_pl_paid_unfulfilled.json").read_bytes()
+    assert post(running.url, dead, shopify_headers(dead)).json() == {"status": "dead_lettered"}
     assert_first_order_arrives(running)
+    designed, outcomes = design_section_7()
+    assert designed == set(DESIGNED_METRICS), "DESIGNED_METRICS no longer matches DESIGN §7"
+
     answer = httpx.get(running.url + "/metrics")
     assert answer.headers["content-type"].startswith("text/plain")
-    text = answer.text
-    for name in [
-        'order_bridge_webhooks_total{outcome="accepted",platform="shopify"} 1.0',
-        "order_bridge_webhook_duration_seconds_bucket",
-        "order_bridge_orders_pending ",
-        "order_bridge_oldest_pending_age_seconds ",
-        'order_bridge_batches_total{outcome="accepted"}',
-        "order_bridge_batch_size_bucket",
-        'order_bridge_sendcloud_requests_total{status="201"}',
-        "order_bridge_sendcloud_request_duration_seconds_bucket",
-        "order_bridge_orders_accepted_total 1.0",
-        "order_bridge_orders_dead_lettered_total",
-        "order_bridge_order_end_to_end_seconds_bucket",
-    ]:
-        assert name in text, name
+    families = {f.name: f for f in text_string_to_metric_families(answer.text) if f.name.startswith("order_bridge_")}
+    expected_families = set()
+    for spelled, kind in DESIGNED_METRICS.items():
+        name, _, labels = spelled.rstrip("}").partition("{")
+        family_name = "order_bridge_" + (name.removesuffix("_total") if kind == "counter" else name)
+        expected_families.add(family_name)
+        # A metric whose HELP line survives alone parses as type "unknown", without samples.
+        family = families.get(family_name)
+        assert family is not None, f"{spelled} is missing from /metrics"
+        assert family.type == kind, (spelled, family.type)
+        assert family.samples, f"{spelled} has no sample"
+        for sample in family.samples:
+            assert set(sample.labels) - {"le"} == set(filter(None, labels.split(","))), (spelled, sample)
+    assert set(families) == expected_families, "a metric /metrics exports is not in DESIGN §7"
+
+    def value(name: str, **labels: str) -> float:
+        family = families[name.removesuffix("_total")]
+        return sum(s.value for s in family.samples if s.name == name and labels.items() <= s.labels.items())
+
+    assert value("order_bridge_webhooks_total", outcome="accepted", platform="shopify") == 1.0
+    assert value("order_bridge_webhooks_total", outcome="dead_lettered", platform="shopify") == 1.0
+    assert {s.labels["outcome"] for s in families["order_bridge_webhooks"].samples} <= outcomes
+    assert value("order_bridge_orders_accepted_total") == 1.0
+    assert value("order_bridge_orders_dead_lettered_total", reason="unsupported_currency") == 1.0
+    assert value("order_bridge_dead_letters_stored") == 1.0
+    assert value("order_bridge_sendcloud_requests_total", status="201") >= 1.0
+    assert value("order_bridge_batches_total", outcome="accepted") >= 1.0
 
 
 def test_unknown_platform_paths_do_not_become_metric_labels(running: Any) -> None:

@@ -12,7 +12,9 @@
   personal values or secrets; the buffer's ledger still balances after hostile traffic;
 - replays: a captured delivery replayed is `duplicate`, the same body under a new delivery id does
   not become a new order version in Sendcloud;
-- the signature check takes the same time however much of the signature is right.
+- the signature check is constant time: structurally (no `==`, indexing or prefix test ever
+  touches the received signature; `hmac.compare_digest` over every secret, at full length,
+  decides), and by the clock as a coarse backstop (a leak as large as a Python loop's).
 
 The bugs these tests found (a 503 for invalid UTF-8 or deep nesting inside a signed body, for
 Unicode digits in the integration id, and a repeated body sent again) have a regression test each.
@@ -749,7 +751,8 @@ def _relative_difference(platform: str, batches: int = 200, calls: int = 200) ->
 #: the first differing character gives 34 %, so 3 % leaves a wide margin both ways. An early-exit
 #: `==` on 44 bytes gives only 0.2-0.3 % (a few nanoseconds in ~2.7 µs per call), inside the noise:
 #: timing alone cannot tell `==` from `compare_digest`, which is why
-#: `test_verify_decides_by_hmac_compare_digest` checks that directly.
+#: `test_verify_decides_by_hmac_compare_digest` and `test_verify_never_compares_the_signature_by_equality`
+#: check that directly.
 TIMING_THRESHOLD = 0.03
 
 
@@ -790,3 +793,113 @@ def test_verify_decides_by_hmac_compare_digest(platform: str, monkeypatch: pytes
     verdict = True
     forged = {**right, SIGNATURE_HEADER[platform]: "A" * 44}
     assert adapter.verify(forged, body, secrets)
+
+
+class _TracedStr(str):
+    """A received signature that records every way of comparing it other than a constant-time
+    compare: `==`, `!=`, iteration, indexing, prefix tests. What `strip` and `encode` make of it
+    records into the same list, so the trace follows the signature into bytes."""
+
+    trace: list[str]
+
+    def __new__(cls, value: str, trace: list[str]) -> _TracedStr:
+        self = super().__new__(cls, value)
+        self.trace = trace
+        return self
+
+    __hash__ = str.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        self.trace.append("==")
+        return str.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        self.trace.append("!=")
+        return str.__ne__(self, other)
+
+    def __iter__(self) -> Iterator[str]:
+        self.trace.append("iter")
+        return str.__iter__(self)
+
+    def __getitem__(self, key: Any) -> Any:
+        self.trace.append("index")
+        return str.__getitem__(self, key)
+
+    def startswith(self, *args: Any) -> bool:
+        self.trace.append("startswith")
+        return str.startswith(self, *args)
+
+    def strip(self, chars: str | None = None) -> str:
+        return _TracedStr(str.strip(self, chars), self.trace)
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return _TracedBytes(str.encode(self, encoding, errors), self.trace)
+
+
+class _TracedBytes(bytes):
+    """`_TracedStr`'s bytes: `hmac.compare_digest` reads the buffer and calls none of these."""
+
+    trace: list[str]
+
+    def __new__(cls, value: bytes, trace: list[str]) -> _TracedBytes:
+        self = super().__new__(cls, value)
+        self.trace = trace
+        return self
+
+    __hash__ = bytes.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        self.trace.append("==")
+        return bytes.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        self.trace.append("!=")
+        return bytes.__ne__(self, other)
+
+    def __iter__(self) -> Iterator[int]:
+        self.trace.append("iter")
+        return bytes.__iter__(self)
+
+    def __getitem__(self, key: Any) -> Any:
+        self.trace.append("index")
+        return bytes.__getitem__(self, key)
+
+    def startswith(self, *args: Any) -> bool:
+        self.trace.append("startswith")
+        return bytes.startswith(self, *args)
+
+    def strip(self, chars: Any = None) -> bytes:
+        return _TracedBytes(bytes.strip(self, chars), self.trace)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return _TracedStr(bytes.decode(self, encoding, errors), self.trace)
+
+
+@pytest.mark.parametrize("platform", sorted(ADAPTERS))
+def test_verify_never_compares_the_signature_by_equality(platform: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deterministic, where the clock cannot tell: no `==`, `!=`, iteration, indexing or prefix
+    test ever touches the received signature, and every non-empty secret is compared by
+    `hmac.compare_digest` at full length, whether the signature is right (even under the first
+    secret), right in its first 40 characters, or wrong in its first."""
+    body = json.dumps(SAMPLES[platform]).encode()
+    right = SIGN[platform](SECRETS[platform], body)[SIGNATURE_HEADER[platform]]
+    late, early = _signatures(SECRETS[platform], body)
+    secrets = (SECRETS[platform], "", "old-secret", "older-secret")
+    adapter = get_adapter(platform)
+    real = hmac.compare_digest
+    lengths: list[tuple[int, int]] = []
+
+    def recording(a: Any, b: Any) -> bool:
+        lengths.append((len(a), len(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    for signature, verdict in ((right, True), (late, False), (early, False)):
+        trace: list[str] = []
+        lengths.clear()
+        headers = {SIGNATURE_HEADER[platform].lower(): _TracedStr(signature, trace)}
+        assert adapter.verify(headers, body, secrets) is verdict
+        assert trace == [], f"the received signature was compared by {trace}, not in constant time"
+        assert len(lengths) == 3, f"{len(lengths)} constant-time compares for 3 secrets"
+        # Full length: the base64 text (44) or the raw digest (32), the same on both sides.
+        assert all(a == b and a in (32, 44) for a, b in lengths), lengths
