@@ -15,6 +15,7 @@ import uvicorn
 from hypothesis import settings
 
 from service.logging import configure_logging
+from tests.stores import new_store  # noqa: F401 (the fixture: every test that asks runs on each store)
 
 # Property tests explore new examples locally; in CI (CI=true) they replay a fixed sequence, so a
 # landing is never decided by a random draw. A failure prints the blob to reproduce it.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 __all__ = ["FakeClock", "idle"]
 
@@ -11,9 +12,13 @@ WALL_START = 1_700_000_000.0
 
 
 class FakeClock:
-    def __init__(self) -> None:
+    """`busy`, when given, says whether real I/O is still in progress (a store's commit in its
+    writer thread): `idle()` then also waits for it — real time passes, the fake clock does not."""
+
+    def __init__(self, busy: Callable[[], bool] | None = None) -> None:
         self.now = 0.0
         self._timers: list[tuple[float, asyncio.Event]] = []
+        self._busy = busy
 
     def monotonic(self) -> float:
         return self.now
@@ -43,7 +48,7 @@ class FakeClock:
         """Move both clocks on by `seconds`, stopping at each timer due on the way (in deadline
         order) to fire it and let the loop run until it has nothing left to do, as real time would."""
         target = self.now + seconds
-        await idle()
+        await self.idle()
         while True:
             due = [timer for timer in self._timers if timer[0] <= target and not timer[1].is_set()]
             if not due:
@@ -51,9 +56,19 @@ class FakeClock:
             deadline, fired = min(due, key=lambda timer: timer[0])
             self.now = max(self.now, deadline)
             fired.set()
-            await idle()
+            await self.idle()
         self.now = target
+        await self.idle()
+
+    async def idle(self) -> None:
+        """Let every ready task run, and every write in progress finish, until nothing moves."""
         await idle()
+        for _ in range(10_000):  # bounded: 10 s of real time at most
+            if self._busy is None or not self._busy():
+                return
+            await asyncio.sleep(0.001)
+            await idle()
+        raise AssertionError("the store is still writing after 10 s")
 
 
 async def idle(rounds: int = 50) -> None:

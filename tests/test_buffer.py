@@ -7,7 +7,6 @@ fire exactly then; nothing here sleeps on the wall clock.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -24,9 +23,11 @@ from service.buffer import Buffer, BufferClosed, BufferFull, BufferSettings, Lan
 from service.metrics import Metrics
 from service.sender import Rejection, SendOutcome, SendResult
 from service.settlement import settle
-from service.store import AddResult, Arrival, Batch, DeadLetter, Entry, Settlement, digest
+from service.store import AddResult, Arrival, Batch, Entry, Settlement, digest
 from service.store.memory import MemoryStore
-from tests.fakeclock import WALL_START, FakeClock, idle
+from service.store.sqlite import SqliteStore
+from tests.fakeclock import WALL_START, FakeClock
+from tests.stores import StoreFactory
 
 FIXTURE = (
     Path(__file__).parent
@@ -88,12 +89,14 @@ class ScriptedSender:
         return answer if answer is not None else accepted(orders)
 
 
-def make_buffer(sender: ScriptedSender, **settings: float) -> tuple[Buffer, MemoryStore, Metrics, FakeClock]:
+async def make_buffer(
+    new_store: StoreFactory, sender: ScriptedSender, **settings: float
+) -> tuple[Buffer, MemoryStore | SqliteStore, Metrics, FakeClock]:
     metrics = Metrics()
     values = {"debounce_seconds": 1.0, "max_wait_seconds": 5.0, "max_batch": 100, "max_pending": 1000, **settings}
     buffer_settings = BufferSettings(**values)  # type: ignore[arg-type]
-    store = MemoryStore(compress_above=buffer_settings.compress_above, dead_letter_capacity=100)
-    clock = FakeClock()
+    store = await new_store(compress_above=buffer_settings.compress_above, dead_letter_capacity=100)
+    clock = FakeClock(busy=getattr(store, "writing", None))
     buffer = Buffer(
         buffer_settings,
         sender,
@@ -105,7 +108,7 @@ def make_buffer(sender: ScriptedSender, **settings: float) -> tuple[Buffer, Memo
     return buffer, store, metrics, clock
 
 
-# ---------------------------------------------------------------- the store
+# ---------------------------------------------------------------- helpers
 
 
 def arrival(order_id: str, minute: int = 0, *, received: float = 0.0, number: str | None = None) -> Arrival:
@@ -127,141 +130,6 @@ def sent(batch: Batch) -> Settlement:
 
 def retried(batch: Batch) -> Settlement:
     return Settlement((), (), (), batch.entries)
-
-
-@pytest.mark.anyio
-async def test_store_keeps_one_version_per_order_newest_wins() -> None:
-    """A newer version replaces the pending one; an older one, or a repeat of the same, is stale."""
-    store = MemoryStore()
-    assert await store.add(arrival("a", 10)) is AddResult.BUFFERED
-    assert await store.add(arrival("a", 20)) is AddResult.COALESCED
-    assert await store.add(arrival("a", 15)) is AddResult.STALE
-    assert await store.add(arrival("a", 20)) is AddResult.STALE  # same time, same content: a repeat
-    # same time, other content: newer by arrival
-    assert await store.add(arrival("a", 20, number="#1001-B")) is AddResult.COALESCED
-    assert store.pending(7) == 1
-    (entry,) = (await take(store)).entries
-    assert entry.updated_at == (T0 + timedelta(minutes=20)).timestamp()
-    assert entry.seq == 5  # the store numbers every arrival, stale ones included
-
-
-@pytest.mark.anyio
-async def test_store_identifies_versions_by_value_with_a_stable_digest() -> None:
-    """A version's key is (integration, order id, (update time, arrival)); its digest is BLAKE2b of
-    the JSON — the same value in any process, unlike `hash()`."""
-    store = MemoryStore()
-    await store.add(arrival("a", 10))
-    (entry,) = store.list_pending(7)
-    assert entry.key == (7, "a", ((T0 + timedelta(minutes=10)).timestamp(), 1))
-    assert entry.digest == digest(encode_order(order("a", 10)).json) and len(entry.digest) == 16
-    assert entry.digest.hex() == hashlib.blake2b(entry.order.json, digest_size=16).hexdigest()
-
-
-@pytest.mark.anyio
-async def test_store_drops_versions_older_than_in_flight_or_sent() -> None:
-    """Once a version is in flight or sent, older versions of that order are stale."""
-    store = MemoryStore()
-    await store.add(arrival("a", 20))
-    flying = await take(store)
-    assert await store.add(arrival("a", 10)) is AddResult.STALE
-    assert await store.add(arrival("a", 30)) is AddResult.BUFFERED  # goes into the next batch
-    await store.settle(flying, sent(flying))
-    assert await store.add(arrival("a", 25)) is AddResult.STALE  # newer than sent, older than pending
-    (entry,) = (await take(store, batch_id="b2")).entries
-    assert entry.updated_at == (T0 + timedelta(minutes=30)).timestamp()
-
-
-@pytest.mark.anyio
-async def test_store_retry_prefers_a_newer_pending_version() -> None:
-    """A retried batch does not resurrect a version superseded while it was in flight; the newer
-    one goes first in line and has waited since the older one arrived."""
-    store = MemoryStore()
-    await store.add(arrival("a", 10, received=1.0))
-    await store.add(arrival("b", 10, received=2.0))
-    batch = await take(store)
-    await store.add(arrival("a", 20, received=5.0))
-    settled = await store.settle(batch, retried(batch))
-    assert settled.superseded == 1
-    taken = (await take(store, batch_id="b2")).entries
-    assert [(e.order_id, e.updated_at) for e in taken] == [
-        ("a", (T0 + timedelta(minutes=20)).timestamp()),
-        ("b", (T0 + timedelta(minutes=10)).timestamp()),
-    ]
-    assert taken[0].received_at == 1.0
-    assert store.oldest_received(7) == 1.0
-
-
-@pytest.mark.anyio
-async def test_store_oldest_received_counts_pending_and_in_flight() -> None:
-    """The oldest unsettled receipt time covers orders in flight too; counts are per lane and in all."""
-    store = MemoryStore()
-    await store.add(arrival("a", received=3.0))
-    await store.add(arrival("b", received=4.0))
-    await take(store, limit=1)
-    assert store.oldest_received(7) == 3.0 and store.oldest_received() == 3.0
-    assert (store.pending(7), store.in_flight(7), store.unsettled()) == (1, 1, 2)
-    assert store.lanes() == (7,) and store.pending(8) == 0
-
-
-@pytest.mark.anyio
-async def test_store_holds_one_batch_per_lane_and_settles_only_it() -> None:
-    """A take while a batch is in flight gives that batch again (its answer was never applied:
-    it is resent first); settling a batch that is not in flight is a bug, refused."""
-    store = MemoryStore()
-    await store.add(arrival("a"))
-    await store.add(arrival("b"))
-    batch = await take(store, limit=1)
-    assert store.batch_in_flight(7) == batch
-    assert await take(store, batch_id="b2") == batch
-    await store.settle(batch, sent(batch))
-    with pytest.raises(RuntimeError):
-        await store.settle(batch, sent(batch))
-    assert store.batch_in_flight(7) is None and await store.take(8, 10, batch_id="x", attempt=1) is None
-
-
-@pytest.mark.anyio
-async def test_store_drops_a_repeat_of_what_was_sent() -> None:
-    """The same content at the same update time as a sent version is a repeat; other content is not."""
-    store = MemoryStore()
-    await store.add(arrival("a", 10))
-    batch = await take(store)
-    await store.settle(batch, sent(batch))
-    assert await store.add(arrival("a", 10)) is AddResult.STALE
-    assert await store.add(arrival("a", 10, number="#1001-B")) is AddResult.BUFFERED
-
-
-@pytest.mark.anyio
-async def test_store_forgets_sent_versions_beyond_its_bound() -> None:
-    """Memory of sent versions is bounded; the oldest are forgotten first."""
-    store = MemoryStore(remember_sent=2)
-    for name in "abc":
-        await store.add(arrival(name, 10))
-    batch = await take(store)
-    await store.settle(batch, sent(batch))
-    assert await store.add(arrival("a", 5)) is AddResult.BUFFERED  # "a" was forgotten
-    assert await store.add(arrival("c", 5)) is AddResult.STALE
-
-
-@pytest.mark.anyio
-async def test_store_recover_puts_the_batch_in_flight_back_in_front() -> None:
-    """What was in flight when the buffer stopped goes back to pending, first in line."""
-    store = MemoryStore()
-    for name in "abc":
-        await store.add(arrival(name))
-    batch = await take(store, limit=2)
-    assert await store.recover() == (batch,)
-    assert [e.order_id for e in store.list_pending(7)] == ["a", "b", "c"]
-    assert (store.in_flight(7), store.unsettled()) == (0, 3) and await store.recover() == ()
-
-
-@pytest.mark.anyio
-async def test_store_keeps_dead_letters_up_to_capacity_and_reports_evictions() -> None:
-    store = MemoryStore(dead_letter_capacity=2)
-    letters = [DeadLetter(7, "shopify", str(n), "unsupported_currency", "x") for n in range(3)]
-    assert await store.add_dead_letters(letters[:2]) == ()
-    assert await store.add_dead_letters(letters[2:]) == (letters[0],)
-    assert [d.order_id for d in store.dead_letters()] == ["1", "2"] and store.dead_letter_count() == 2
-    assert store.dead_letters(integration_id=8) == []
 
 
 # ---------------------------------------------------------------- settlement (pure)
@@ -372,11 +240,11 @@ async def test_lane_wait_time_is_the_nearest_deadline() -> None:
 
 
 @pytest.mark.anyio
-async def test_debounce_coalesces_updates_into_one_batch() -> None:
+async def test_debounce_coalesces_updates_into_one_batch(new_store: StoreFactory) -> None:
     """Five versions of one order and two other orders become one batch with the newest version,
     sent when the lane has been quiet for debounce_seconds — not a moment before."""
     sender = ScriptedSender()
-    buffer, _, metrics, clock = make_buffer(sender)
+    buffer, _, metrics, clock = await make_buffer(new_store, sender)
     for minute in range(5):
         await buffer.add(7, "shopify", order("a", minute))
         await clock.advance(0.5)  # each order restarts the debounce
@@ -394,10 +262,10 @@ async def test_debounce_coalesces_updates_into_one_batch() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_busy_lane_flushes_at_max_wait() -> None:
+async def test_a_busy_lane_flushes_at_max_wait(new_store: StoreFactory) -> None:
     """Orders every 0.5 s never leave a second of quiet: the lane goes when its oldest has waited 5 s."""
     sender = ScriptedSender()
-    buffer, _, _, clock = make_buffer(sender)
+    buffer, _, _, clock = await make_buffer(new_store, sender)
     for n in range(9):
         await buffer.add(7, "shopify", order(f"o{n}"))
         await clock.advance(0.5)
@@ -409,13 +277,13 @@ async def test_a_busy_lane_flushes_at_max_wait() -> None:
 
 
 @pytest.mark.anyio
-async def test_full_lane_flushes_at_once_in_batches_of_max() -> None:
+async def test_full_lane_flushes_at_once_in_batches_of_max(new_store: StoreFactory) -> None:
     """250 orders leave as 100 + 100 at once, the last 50 after the debounce."""
     sender = ScriptedSender()
-    buffer, _, _, clock = make_buffer(sender)
+    buffer, _, _, clock = await make_buffer(new_store, sender)
     for n in range(250):
         await buffer.add(7, "shopify", order(f"o{n}"))
-    await idle()
+    await clock.idle()
     assert [len(b) for b in sender.batches] == [100, 100]
     await clock.advance(1.0)
     assert [len(b) for b in sender.batches] == [100, 100, 50]
@@ -424,10 +292,10 @@ async def test_full_lane_flushes_at_once_in_batches_of_max() -> None:
 
 
 @pytest.mark.anyio
-async def test_lanes_are_per_integration() -> None:
+async def test_lanes_are_per_integration(new_store: StoreFactory) -> None:
     """Orders of two integrations never share a batch."""
     sender = ScriptedSender()
-    buffer, _, _, clock = make_buffer(sender)
+    buffer, _, _, clock = await make_buffer(new_store, sender)
     await buffer.add(7, "shopify", order("a"))
     await buffer.add(8, "shopify", order("b"))
     await clock.advance(1.0)
@@ -436,10 +304,10 @@ async def test_lanes_are_per_integration() -> None:
 
 
 @pytest.mark.anyio
-async def test_update_during_flight_goes_in_the_next_batch_never_concurrently() -> None:
+async def test_update_during_flight_goes_in_the_next_batch_never_concurrently(new_store: StoreFactory) -> None:
     """A version that arrives while its order is in flight waits; one flush per lane at a time."""
     sender = ScriptedSender(hold=True)
-    buffer, _, _, clock = make_buffer(sender)
+    buffer, _, _, clock = await make_buffer(new_store, sender)
     await buffer.add(7, "shopify", order("a", 1))
     await clock.advance(1.0)  # flushed, in flight until released
     assert len(sender.batches) == 1
@@ -450,7 +318,7 @@ async def test_update_during_flight_goes_in_the_next_batch_never_concurrently() 
     sender.release()
     await clock.advance(1.0)
     sender.release()
-    await idle()
+    await clock.idle()
     versions = [updated_at(b[0]) for b in sender.batches]
     assert versions == [T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)]
     assert buffer.pending() == 0
@@ -458,11 +326,11 @@ async def test_update_during_flight_goes_in_the_next_batch_never_concurrently() 
 
 
 @pytest.mark.anyio
-async def test_retry_keeps_orders_and_merges_newer_versions() -> None:
+async def test_retry_keeps_orders_and_merges_newer_versions(new_store: StoreFactory) -> None:
     """A 429 keeps the batch for its Retry-After; a version that arrives meanwhile replaces it."""
     retry = SendResult(SendOutcome.RETRY, 429, "rate_limited", retry_after=30.0)
     sender = ScriptedSender(retry)
-    buffer, _, metrics, clock = make_buffer(sender)
+    buffer, _, metrics, clock = await make_buffer(new_store, sender)
     await buffer.add(7, "shopify", order("a", 1))
     await buffer.add(7, "shopify", order("b", 1))
     with capture_logs() as logs:
@@ -481,7 +349,7 @@ async def test_retry_keeps_orders_and_merges_newer_versions() -> None:
 
 
 @pytest.mark.anyio
-async def test_rejected_orders_are_dead_lettered_the_rest_resent_at_once() -> None:
+async def test_rejected_orders_are_dead_lettered_the_rest_resent_at_once(new_store: StoreFactory) -> None:
     """A 400 naming orders [0] and [2] dead-letters exactly those; the others go again immediately."""
     rejected = SendResult(
         SendOutcome.REJECTED,
@@ -493,7 +361,7 @@ async def test_rejected_orders_are_dead_lettered_the_rest_resent_at_once() -> No
         },
     )
     sender = ScriptedSender(rejected)
-    buffer, store, metrics, clock = make_buffer(sender)
+    buffer, store, metrics, clock = await make_buffer(new_store, sender)
     for name in "abcd":
         await buffer.add(7, "shopify", order(name))
     with capture_logs() as logs:
@@ -515,11 +383,11 @@ async def test_rejected_orders_are_dead_lettered_the_rest_resent_at_once() -> No
 
 
 @pytest.mark.anyio
-async def test_misconfiguration_keeps_orders_and_alerts() -> None:
+async def test_misconfiguration_keeps_orders_and_alerts(new_store: StoreFactory) -> None:
     """401 keeps every order, logs an error alert, and the batch goes once credentials work."""
     unauthorized = SendResult(SendOutcome.MISCONFIGURED, 401, "unauthorized", detail="credentials refused")
     sender = ScriptedSender(unauthorized, unauthorized)
-    buffer, store, _, clock = make_buffer(sender)
+    buffer, store, _, clock = await make_buffer(new_store, sender)
     await buffer.add(7, "shopify", order("a"))
     with capture_logs() as logs:
         await clock.advance(3.0)  # debounce, then two backoffs of 1 s
@@ -530,7 +398,7 @@ async def test_misconfiguration_keeps_orders_and_alerts() -> None:
 
 
 @pytest.mark.anyio
-async def test_sender_exception_does_not_lose_the_batch() -> None:
+async def test_sender_exception_does_not_lose_the_batch(new_store: StoreFactory) -> None:
     """A bug in the client is logged and the batch retried, not lost."""
 
     class Exploding(ScriptedSender):
@@ -541,7 +409,7 @@ async def test_sender_exception_does_not_lose_the_batch() -> None:
             return await super().send(orders, reserved=reserved)
 
     sender = Exploding()
-    buffer, _, _, clock = make_buffer(sender)
+    buffer, _, _, clock = await make_buffer(new_store, sender)
     await buffer.add(7, "shopify", order("a"))
     with capture_logs() as logs:
         await clock.advance(2.0)
@@ -551,10 +419,10 @@ async def test_sender_exception_does_not_lose_the_batch() -> None:
 
 
 @pytest.mark.anyio
-async def test_max_pending_refuses_and_close_flushes_everything() -> None:
+async def test_max_pending_refuses_and_close_flushes_everything(new_store: StoreFactory) -> None:
     """Past max_pending add() raises BufferFull; close() flushes regardless of debounce, then refuses."""
     sender = ScriptedSender()
-    buffer, _, _, _ = make_buffer(sender, debounce_seconds=60, max_wait_seconds=60, max_pending=3)
+    buffer, _, _, _ = await make_buffer(new_store, sender, debounce_seconds=60, max_wait_seconds=60, max_pending=3)
     for name in "abc":
         await buffer.add(7, "shopify", order(name))
     with pytest.raises(BufferFull):
@@ -567,11 +435,11 @@ async def test_max_pending_refuses_and_close_flushes_everything() -> None:
 
 
 @pytest.mark.anyio
-async def test_close_reports_what_it_could_not_send() -> None:
+async def test_close_reports_what_it_could_not_send(new_store: StoreFactory) -> None:
     """When Sendcloud stays down past the timeout, close() returns and logs the unsent count."""
     down = SendResult(SendOutcome.RETRY, 503, "503")
     sender = ScriptedSender(*([down] * 100))
-    buffer, _, _, _ = make_buffer(sender, debounce_seconds=60, max_wait_seconds=60)
+    buffer, _, _, _ = await make_buffer(new_store, sender, debounce_seconds=60, max_wait_seconds=60)
     await buffer.add(7, "shopify", order("a"))
     await buffer.add(7, "shopify", order("b"))
     with capture_logs() as logs:
@@ -581,7 +449,7 @@ async def test_close_reports_what_it_could_not_send() -> None:
 
 
 @pytest.mark.anyio
-async def test_waiting_for_a_rate_token_lets_the_batch_grow() -> None:
+async def test_waiting_for_a_rate_token_lets_the_batch_grow(new_store: StoreFactory) -> None:
     """The batch is taken after the token arrives, so orders added while waiting ride along."""
 
     class SlowToken(ScriptedSender):
@@ -593,34 +461,34 @@ async def test_waiting_for_a_rate_token_lets_the_batch_grow() -> None:
             await self.token.wait()
 
     sender = SlowToken()
-    buffer, _, _, clock = make_buffer(sender)
+    buffer, _, _, clock = await make_buffer(new_store, sender)
     await buffer.add(7, "shopify", order("a"))
     await clock.advance(1.0)  # debounce fired, the lane waits for a token
     await buffer.add(7, "shopify", order("b"))
     sender.token.set()
-    await idle()
+    await clock.idle()
     assert [[o.order_id for o in b] for b in sender.batches] == [["a", "b"]]
     await buffer.close(1)
 
 
 @pytest.mark.anyio
-async def test_pending_and_oldest_age_gauges() -> None:
+async def test_pending_and_oldest_age_gauges(new_store: StoreFactory) -> None:
     """orders_pending and oldest_pending_age_seconds read the buffer at scrape time."""
     sender = ScriptedSender()
-    buffer, _, metrics, clock = make_buffer(sender, debounce_seconds=60, max_wait_seconds=60)
+    buffer, _, metrics, clock = await make_buffer(new_store, sender, debounce_seconds=60, max_wait_seconds=60)
     await buffer.add(7, "shopify", order("a"))
     await clock.advance(12.5)
     assert metrics.registry.get_sample_value("order_bridge_orders_pending") == 1
     assert metrics.registry.get_sample_value("order_bridge_oldest_pending_age_seconds") == 12.5
     buffer.flush()
-    await idle()
+    await clock.idle()
     assert metrics.registry.get_sample_value("order_bridge_orders_pending") == 0
     assert metrics.registry.get_sample_value("order_bridge_oldest_pending_age_seconds") == 0
     await buffer.close(1)
 
 
 @pytest.mark.anyio
-async def test_ledger_balances_through_coalescing_retries_and_refusals() -> None:
+async def test_ledger_balances_through_coalescing_retries_and_refusals(new_store: StoreFactory) -> None:
     """accepted = sent + superseded + dead_lettered + pending, at every point of a rough ride, and
     the metric shows the store's counts."""
     retry = SendResult(SendOutcome.RETRY, 503, "503", retry_after=10.0)
@@ -628,7 +496,7 @@ async def test_ledger_balances_through_coalescing_retries_and_refusals() -> None
         SendOutcome.REJECTED, 400, "400", rejected={0: [Rejection("/data/attributes/[0]/order_id", "invalid", "x")]}
     )
     sender = ScriptedSender(retry, refuse_first, hold=True)
-    buffer, _, metrics, clock = make_buffer(sender)
+    buffer, _, metrics, clock = await make_buffer(new_store, sender)
     await buffer.add(7, "shopify", order("a", 1))
     await buffer.add(7, "shopify", order("a", 2))  # coalesced: version 1 superseded
     await buffer.add(7, "shopify", order("b", 1))
@@ -639,9 +507,9 @@ async def test_ledger_balances_through_coalescing_retries_and_refusals() -> None
     sender.release()  # 503: back off 10 s
     await clock.advance(10.0)
     sender.release()  # [0] refused, the rest again at once
-    await idle()
+    await clock.idle()
     sender.release()
-    await idle()
+    await clock.idle()
     ledger = buffer.ledger()
     assert ledger.balanced and ledger.pending == 0
     assert (ledger.accepted, ledger.sent, ledger.superseded, ledger.dead_lettered) == (4, 1, 2, 1)
@@ -654,14 +522,16 @@ async def test_ledger_balances_through_coalescing_retries_and_refusals() -> None
 
 
 @pytest.mark.anyio
-async def test_a_backlog_is_kept_compressed_and_sent_intact() -> None:
+async def test_a_backlog_is_kept_compressed_and_sent_intact(new_store: StoreFactory) -> None:
     """Past `compress_share` of max_pending new orders are stored compressed; batches carry the same JSON."""
     sender = ScriptedSender()
-    buffer, _, _, _ = make_buffer(sender, debounce_seconds=60, max_wait_seconds=60, max_pending=10, compress_share=0.2)
+    buffer, _, _, clock = await make_buffer(
+        new_store, sender, debounce_seconds=60, max_wait_seconds=60, max_pending=10, compress_share=0.2
+    )
     for name in "abcde":
         await buffer.add(7, "shopify", order(name))
     buffer.flush()
-    await idle()
+    await clock.idle()
     (batch,) = sender.batches
     assert [o.compressed for o in batch] == [False, False, True, True, True]
     assert all(o.json == encode_order(order(o.order_id)).json for o in batch)
@@ -670,15 +540,15 @@ async def test_a_backlog_is_kept_compressed_and_sent_intact() -> None:
 
 
 @pytest.mark.anyio
-async def test_start_resumes_a_store_with_a_batch_in_flight() -> None:
+async def test_start_resumes_a_store_with_a_batch_in_flight(new_store: StoreFactory) -> None:
     """A buffer started on a store that holds orders — one batch in flight when the last one
     stopped — resends that batch and flushes the rest, and says so in the log."""
-    store = MemoryStore()
+    store = await new_store()
     for name in "abc":
         await store.add(arrival(name, received=WALL_START))
     await store.take(7, 2, batch_id="crashed", attempt=3)
     sender = ScriptedSender()
-    clock = FakeClock()
+    clock = FakeClock(busy=getattr(store, "writing", None))
     buffer = Buffer(BufferSettings(), sender, store, Metrics(), clock=clock)
     with capture_logs() as logs:
         await buffer.start()

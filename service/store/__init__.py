@@ -17,7 +17,7 @@ the store has the order. Reads are plain calls on what the store keeps at hand (
 oldest receipt time), because the flush loop and the metrics read them all the time.
 
 Stores: `service.store.memory.MemoryStore` (the process's memory; everything is lost with the
-process).
+process) and `service.store.sqlite.SqliteStore` (one SQLite file; what committed survives a crash).
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ __all__ = [
     "Settled",
     "Settlement",
     "Store",
+    "StoreOpenError",
+    "StoreUnavailable",
     "Version",
     "VersionKey",
     "digest",
@@ -56,6 +58,16 @@ class VersionKey(NamedTuple):
     integration_id: int
     order_id: str
     version: Version
+
+
+class StoreUnavailable(Exception):
+    """The store could not commit (disk full, read-only, locked, corrupt): nothing of the call
+    took effect. The webhook answers 503 + Retry-After; `/readyz` says so until a commit works."""
+
+
+class StoreOpenError(Exception):
+    """The store cannot be opened (corrupt, not a store, written by a newer version): start-up
+    stops with this message, and the file is left as it is."""
 
 
 def digest(order_json: bytes) -> bytes:
@@ -215,6 +227,10 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     # ---- reads: cheap, from what the store keeps at hand
+
+    def available(self) -> bool:
+        """False after a write failed, until one succeeds again (`/readyz` reports it)."""
+        ...
 
     def lanes(self) -> tuple[int, ...]:
         """Integration ids with anything pending or in flight."""

@@ -192,6 +192,9 @@ class MemoryStore:
 
     # ------------------------------------------------------------ reads
 
+    def available(self) -> bool:
+        return True
+
     def lanes(self) -> tuple[int, ...]:
         return tuple(i for i, lane in self._lanes.items() if lane.pending or lane.flying is not None)
 

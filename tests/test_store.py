@@ -1,0 +1,366 @@
+"""The store contract: what every `Store` must do, run on the memory store and on SQLite; then
+what only the SQLite store promises — the file outlives the process, migrations, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from adapters import get_adapter
+from adapters.sendcloud import Order, encode_order
+from service.store import (
+    AddResult,
+    Arrival,
+    Batch,
+    DeadLetter,
+    Settlement,
+    StoreOpenError,
+    StoreUnavailable,
+    digest,
+)
+from service.store.memory import MemoryStore
+from service.store.sqlite import SCHEMA_VERSION, SqliteStore, summarize
+from tests.stores import StoreFactory
+
+FIXTURE = (
+    Path(__file__).parent
+    / "fixtures"
+    / "shopify"
+    / "shopify_python_api__order_1001_us_authorized_3items__rest_envelope.json"
+)
+BASE = get_adapter("shopify").translate(FIXTURE.read_bytes(), 7)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def order(order_id: str, minute: int = 0) -> Order:
+    details = msgspec.structs.replace(BASE.order_details, order_updated_at=T0 + timedelta(minutes=minute))
+    return msgspec.structs.replace(BASE, order_id=order_id, order_details=details)
+
+
+# ---------------------------------------------------------------- the contract, on both stores
+
+
+def arrival(order_id: str, minute: int = 0, *, received: float = 0.0, number: str | None = None) -> Arrival:
+    placed = order(order_id, minute)
+    if number is not None:
+        placed = msgspec.structs.replace(placed, order_number=number)
+    return Arrival(7, "shopify", encode_order(placed), (T0 + timedelta(minutes=minute)).timestamp(), received)
+
+
+async def take(store: MemoryStore, limit: int = 100, batch_id: str = "b1") -> Batch:
+    batch = await store.take(7, limit, batch_id=batch_id, attempt=1)
+    assert batch is not None
+    return batch
+
+
+def sent(batch: Batch) -> Settlement:
+    return Settlement(batch.entries, (), (), ())
+
+
+def retried(batch: Batch) -> Settlement:
+    return Settlement((), (), (), batch.entries)
+
+
+@pytest.mark.anyio
+async def test_store_keeps_one_version_per_order_newest_wins(new_store: StoreFactory) -> None:
+    """A newer version replaces the pending one; an older one, or a repeat of the same, is stale."""
+    store = await new_store()
+    assert await store.add(arrival("a", 10)) is AddResult.BUFFERED
+    assert await store.add(arrival("a", 20)) is AddResult.COALESCED
+    assert await store.add(arrival("a", 15)) is AddResult.STALE
+    assert await store.add(arrival("a", 20)) is AddResult.STALE  # same time, same content: a repeat
+    # same time, other content: newer by arrival
+    assert await store.add(arrival("a", 20, number="#1001-B")) is AddResult.COALESCED
+    assert store.pending(7) == 1
+    (entry,) = (await take(store)).entries
+    assert entry.updated_at == (T0 + timedelta(minutes=20)).timestamp()
+    assert entry.seq == 5  # the store numbers every arrival, stale ones included
+
+
+@pytest.mark.anyio
+async def test_store_identifies_versions_by_value_with_a_stable_digest(new_store: StoreFactory) -> None:
+    """A version's key is (integration, order id, (update time, arrival)); its digest is BLAKE2b of
+    the JSON — the same value in any process, unlike `hash()`."""
+    store = await new_store()
+    await store.add(arrival("a", 10))
+    (entry,) = store.list_pending(7)
+    assert entry.key == (7, "a", ((T0 + timedelta(minutes=10)).timestamp(), 1))
+    assert entry.digest == digest(encode_order(order("a", 10)).json) and len(entry.digest) == 16
+    assert entry.digest.hex() == hashlib.blake2b(entry.order.json, digest_size=16).hexdigest()
+
+
+@pytest.mark.anyio
+async def test_store_drops_versions_older_than_in_flight_or_sent(new_store: StoreFactory) -> None:
+    """Once a version is in flight or sent, older versions of that order are stale."""
+    store = await new_store()
+    await store.add(arrival("a", 20))
+    flying = await take(store)
+    assert await store.add(arrival("a", 10)) is AddResult.STALE
+    assert await store.add(arrival("a", 30)) is AddResult.BUFFERED  # goes into the next batch
+    await store.settle(flying, sent(flying))
+    assert await store.add(arrival("a", 25)) is AddResult.STALE  # newer than sent, older than pending
+    (entry,) = (await take(store, batch_id="b2")).entries
+    assert entry.updated_at == (T0 + timedelta(minutes=30)).timestamp()
+
+
+@pytest.mark.anyio
+async def test_store_retry_prefers_a_newer_pending_version(new_store: StoreFactory) -> None:
+    """A retried batch does not resurrect a version superseded while it was in flight; the newer
+    one goes first in line and has waited since the older one arrived."""
+    store = await new_store()
+    await store.add(arrival("a", 10, received=1.0))
+    await store.add(arrival("b", 10, received=2.0))
+    batch = await take(store)
+    await store.add(arrival("a", 20, received=5.0))
+    settled = await store.settle(batch, retried(batch))
+    assert settled.superseded == 1
+    taken = (await take(store, batch_id="b2")).entries
+    assert [(e.order_id, e.updated_at) for e in taken] == [
+        ("a", (T0 + timedelta(minutes=20)).timestamp()),
+        ("b", (T0 + timedelta(minutes=10)).timestamp()),
+    ]
+    assert taken[0].received_at == 1.0
+    assert store.oldest_received(7) == 1.0
+
+
+@pytest.mark.anyio
+async def test_store_oldest_received_counts_pending_and_in_flight(new_store: StoreFactory) -> None:
+    """The oldest unsettled receipt time covers orders in flight too; counts are per lane and in all."""
+    store = await new_store()
+    await store.add(arrival("a", received=3.0))
+    await store.add(arrival("b", received=4.0))
+    await take(store, limit=1)
+    assert store.oldest_received(7) == 3.0 and store.oldest_received() == 3.0
+    assert (store.pending(7), store.in_flight(7), store.unsettled()) == (1, 1, 2)
+    assert store.lanes() == (7,) and store.pending(8) == 0
+
+
+@pytest.mark.anyio
+async def test_store_holds_one_batch_per_lane_and_settles_only_it(new_store: StoreFactory) -> None:
+    """A take while a batch is in flight gives that batch again (its answer was never applied:
+    it is resent first); settling a batch that is not in flight is a bug, refused."""
+    store = await new_store()
+    await store.add(arrival("a"))
+    await store.add(arrival("b"))
+    batch = await take(store, limit=1)
+    assert store.batch_in_flight(7) == batch
+    assert await take(store, batch_id="b2") == batch
+    await store.settle(batch, sent(batch))
+    with pytest.raises(RuntimeError):
+        await store.settle(batch, sent(batch))
+    assert store.batch_in_flight(7) is None and await store.take(8, 10, batch_id="x", attempt=1) is None
+
+
+@pytest.mark.anyio
+async def test_store_drops_a_repeat_of_what_was_sent(new_store: StoreFactory) -> None:
+    """The same content at the same update time as a sent version is a repeat; other content is not."""
+    store = await new_store()
+    await store.add(arrival("a", 10))
+    batch = await take(store)
+    await store.settle(batch, sent(batch))
+    assert await store.add(arrival("a", 10)) is AddResult.STALE
+    assert await store.add(arrival("a", 10, number="#1001-B")) is AddResult.BUFFERED
+
+
+@pytest.mark.anyio
+async def test_store_forgets_sent_versions_beyond_its_bound(new_store: StoreFactory) -> None:
+    """Memory of sent versions is bounded; the oldest are forgotten first."""
+    store = await new_store(remember_sent=2)
+    for name in "abc":
+        await store.add(arrival(name, 10))
+    batch = await take(store)
+    await store.settle(batch, sent(batch))
+    assert await store.add(arrival("a", 5)) is AddResult.BUFFERED  # "a" was forgotten
+    assert await store.add(arrival("c", 5)) is AddResult.STALE
+
+
+@pytest.mark.anyio
+async def test_store_recover_puts_the_batch_in_flight_back_in_front(new_store: StoreFactory) -> None:
+    """What was in flight when the buffer stopped goes back to pending, first in line."""
+    store = await new_store()
+    for name in "abc":
+        await store.add(arrival(name))
+    batch = await take(store, limit=2)
+    assert await store.recover() == (batch,)
+    assert [e.order_id for e in store.list_pending(7)] == ["a", "b", "c"]
+    assert (store.in_flight(7), store.unsettled()) == (0, 3) and await store.recover() == ()
+
+
+@pytest.mark.anyio
+async def test_store_keeps_dead_letters_up_to_capacity_and_reports_evictions(new_store: StoreFactory) -> None:
+    store = await new_store(dead_letter_capacity=2)
+    letters = [DeadLetter(7, "shopify", str(n), "unsupported_currency", "x") for n in range(3)]
+    assert await store.add_dead_letters(letters[:2]) == ()
+    assert await store.add_dead_letters(letters[2:]) == (letters[0],)
+    assert [d.order_id for d in store.dead_letters()] == ["1", "2"] and store.dead_letter_count() == 2
+    assert store.dead_letters(integration_id=8) == []
+
+
+# ---------------------------------------------------------------- SQLite only
+
+
+async def _filled(path: Path, **options: int) -> SqliteStore:
+    """A store at `path` with: a, b pending; c sent; d in flight (batch b1, attempt 2); one dead letter."""
+    store = await SqliteStore.open(path, **options)  # type: ignore[arg-type]
+    for name in "cd":
+        await store.add(arrival(name, 1, received=100.0))
+    sent_batch = await store.take(7, 1, batch_id="b0", attempt=1)
+    assert sent_batch is not None
+    await store.settle(sent_batch, Settlement(sent_batch.entries, (), (), ()))
+    await store.take(7, 1, batch_id="b1", attempt=2)
+    for name in "ab":
+        await store.add(arrival(name, 1, received=200.0))
+    await store.add(arrival("a", 2, received=300.0))  # coalesced
+    await store.add_dead_letters([DeadLetter(7, "shopify", None, "unsupported_currency", "order currency JPY …")])
+    return store
+
+
+@pytest.mark.anyio
+async def test_sqlite_file_holds_everything_after_the_process_is_gone(tmp_path: Path) -> None:
+    """Reopening the file (as a restarted process does) gives back every pending version in its place
+    in line, the batch in flight with its id and attempt, the sent versions that make repeats stale,
+    the dead letters and the ledger."""
+    path = tmp_path / "state.db"
+    first = await _filled(path)
+    before = (first.ledger(), first.list_pending(7), first.batch_in_flight(7), first.dead_letters())
+    await first.close()
+
+    again = await SqliteStore.open(path)
+    try:
+        assert (again.ledger(), again.list_pending(7), again.batch_in_flight(7), again.dead_letters()) == before
+        assert [e.order_id for e in again.list_pending(7)] == ["a", "b"]
+        in_flight = again.batch_in_flight(7)
+        assert in_flight is not None and (in_flight.id, in_flight.attempt) == ("b1", 2)
+        assert again.ledger().balanced and again.unsettled() == 3
+        assert await again.add(arrival("c", 1)) is AddResult.STALE  # a repeat of the one sent
+        assert await again.add(arrival("d", 1)) is AddResult.STALE  # a repeat of the one in flight
+        fresh = await again.add(arrival("e", 1))
+        assert fresh is AddResult.BUFFERED and again.list_pending(7)[-1].seq > max(e.seq for e in before[1])
+    finally:
+        await again.close()
+
+
+@pytest.mark.anyio
+async def test_sqlite_recover_resends_the_batch_in_flight_first(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    await (await _filled(path)).close()
+    store = await SqliteStore.open(path)
+    (recovered,) = await store.recover()
+    assert recovered.id == "b1"
+    assert [e.order_id for e in store.list_pending(7)] == ["d", "a", "b"]
+    await store.close()
+    store = await SqliteStore.open(path)  # and that, too, is in the file
+    assert [e.order_id for e in store.list_pending(7)] == ["d", "a", "b"] and store.batch_in_flight(7) is None
+    assert store.ledger().balanced
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_sqlite_commits_concurrent_writes_in_groups(tmp_path: Path) -> None:
+    """Writes that arrive while a commit runs share the next one: 200 concurrent adds, far fewer commits,
+    each add answered only once its commit returned (it is in the file then)."""
+    store = await SqliteStore.open(tmp_path / "state.db", synchronous="full")
+    results = await asyncio.gather(*(store.add(arrival(f"o{n}")) for n in range(200)))
+    assert set(results) == {AddResult.BUFFERED}
+    assert 1 <= store.commits < 100, store.commits
+    assert summarize(tmp_path / "state.db").pending == 200
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_sqlite_failed_commit_answers_unavailable_and_changes_nothing(tmp_path: Path) -> None:
+    """A full disk (SQLite's own SQLITE_FULL, by capping the file's pages): the add raises
+    `StoreUnavailable`, the mirror goes back to what the file holds, `available()` says so, and once
+    there is room the same order is taken."""
+    path = tmp_path / "state.db"
+    store = await SqliteStore.open(path)
+    await store.add(arrival("a", 1))
+    pages = sqlite3.connect(path).execute("PRAGMA page_count").fetchone()[0]
+    cap = f"PRAGMA max_page_count = {pages}"
+    store._writer._connection.execute(cap)  # the writer's own connection: the disk is "full"
+    big = [Arrival(7, "shopify", encode_order(order(f"x{n}")), 1.0, 1.0) for n in range(50)]
+    outcomes = await asyncio.gather(*(store.add(a) for a in big), return_exceptions=True)
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes), outcomes
+    assert "full" in str(outcomes[0]).lower()
+    assert not store.available()
+    assert [e.order_id for e in store.list_pending(7)] == ["a"] and store.ledger().accepted == 1
+    store._writer._connection.execute("PRAGMA max_page_count = 1073741823")
+    assert await store.add(big[0]) is AddResult.BUFFERED
+    assert store.available() and store.ledger().balanced
+    await store.close()
+    assert summarize(path).pending == 2
+
+
+@pytest.mark.anyio
+async def test_sqlite_refuses_a_newer_schema_a_corrupt_file_and_a_foreign_database(tmp_path: Path) -> None:
+    """Each stops with a message naming the file, and the file is left exactly as it was."""
+    newer = tmp_path / "newer.db"
+    await (await SqliteStore.open(newer)).close()
+    with sqlite3.connect(newer) as raw:
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not a database, " * 200)
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as raw:
+        raw.execute("CREATE TABLE customers (name TEXT)")
+    for path, words in ((newer, "newer"), (corrupt, "not a database"), (foreign, "not an order-bridge store")):
+        content = path.read_bytes()
+        with pytest.raises(StoreOpenError, match=words) as caught:
+            await SqliteStore.open(path)
+        assert str(path) in str(caught.value)
+        assert path.read_bytes() == content
+
+
+@pytest.mark.anyio
+async def test_sqlite_migrates_an_empty_file_and_records_its_version(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "state.db"  # folders are created
+    await (await SqliteStore.open(path)).close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.anyio
+async def test_summarize_reads_the_file_without_writing(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    await (await _filled(path)).close()
+    before = path.read_bytes()
+    summary = summarize(path)
+    assert (summary.pending, summary.in_flight, summary.batches_in_flight, summary.dead_letters) == (2, 1, 1, 1)
+    assert summary.sent_remembered == 1 and summary.lanes == (7,) and summary.schema_version == SCHEMA_VERSION
+    assert path.read_bytes() == before
+    with pytest.raises(StoreOpenError, match="does not exist"):
+        summarize(tmp_path / "missing.db")
+
+
+@pytest.mark.anyio
+async def test_sqlite_keeps_sent_versions_within_its_bound(tmp_path: Path) -> None:
+    """The file does not grow with every order ever sent: it keeps the newest `remember_sent`."""
+    path = tmp_path / "state.db"
+    store = await SqliteStore.open(path, remember_sent=10)
+    for round_ in range(5):
+        for n in range(10):
+            await store.add(arrival(f"r{round_}-{n}"))
+        batch = await store.take(7, 100, batch_id=f"b{round_}", attempt=1)
+        assert batch is not None
+        await store.settle(batch, Settlement(batch.entries, (), (), ()))
+    await store.close()
+    assert summarize(path).sent_remembered == 10
+
+
+def test_memory_store_is_the_same_contract() -> None:
+    """Both stores satisfy the protocol the buffer uses (a static check, made here at run time too)."""
+    for kind in (MemoryStore, SqliteStore):
+        for name in ("add", "take", "settle", "add_dead_letters", "recover", "close", "available", "ledger"):
+            assert callable(getattr(kind, name))
