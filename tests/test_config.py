@@ -484,12 +484,18 @@ MISPLACED = [
 )
 def test_environment_values_never_reach_error_messages(secret: str, template: str, wrap: str) -> None:
     """Whatever a variable holds and wherever it lands, an error message is one line without its value."""
+    text = template.replace("@REF@", wrap)
     try:
-        loads_config(template.replace("@REF@", wrap), {**ENV, "S": secret})
+        loads_config(text, {**ENV, "S": secret})
     except ConfigError as error:
         message = str(error)
         assert "\n" not in message
-        assert secret not in message
+        if secret in message:
+            # Hypothesis also draws the source's own string constants ("integrations"): such a value
+            # is part of the fixed wording, not an echo, if a different value gives it too.
+            with pytest.raises(ConfigError) as other:
+                loads_config(text, {**ENV, "S": "~" * len(secret)})
+            assert secret in str(other.value), f"the variable's value is echoed: {message}"
 
 
 def test_values_from_the_environment_are_not_quoted() -> None:
