@@ -9,14 +9,13 @@ the oldest letter is evicted, and that is logged too.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import deque
 from dataclasses import dataclass, replace
 
 import structlog
 
-from adapters.sendcloud import EncodedOrder
+from adapters.sendcloud import EncodedOrder, scrub_quoted
 from service.metrics import Metrics
 
 __all__ = ["DeadLetter", "DeadLetters"]
@@ -24,8 +23,7 @@ __all__ = ["DeadLetter", "DeadLetters"]
 _log = structlog.get_logger("order_bridge.deadletters")
 
 #: Quoted text in a Sendcloud error detail may echo a submitted value; it is kept in the letter
-#: but not logged.
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+#: but not logged (`scrub_quoted`).
 _MAX_LOGGED_DETAIL = 200
 
 
@@ -44,7 +42,7 @@ class DeadLetter:
 
 
 def _loggable(detail: str) -> str:
-    return _QUOTED.sub("'…'", detail)[:_MAX_LOGGED_DETAIL]
+    return scrub_quoted(detail)[:_MAX_LOGGED_DETAIL]
 
 
 class DeadLetters:
