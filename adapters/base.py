@@ -23,9 +23,11 @@ from __future__ import annotations
 import base64
 import hmac
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
+
+import msgspec
 
 from adapters.sendcloud import Order
 
@@ -33,9 +35,11 @@ __all__ = [
     "DECODE_ERRORS",
     "Adapter",
     "Headers",
+    "PlatformOptions",
     "Reason",
     "TranslationError",
     "header",
+    "hmac_sha256_base64",
     "hmac_sha256_base64_matches",
     "unsupported_currency",
 ]
@@ -78,8 +82,38 @@ def unsupported_currency(offered: Sequence[str], allowed: frozenset[str]) -> Tra
     )
 
 
+class PlatformOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of an adapter's per-integration options: the config's `[integrations.options]` table.
+
+    Each adapter declares a subclass with its own fields (all with defaults, so an integration
+    may leave the table out); the service's config builds its tagged union of integrations from
+    them, keyed by `platform`. A subclass repeats `frozen`, `kw_only` and `forbid_unknown_fields`
+    (msgspec applies them per class), and lists fields holding credentials in `secret_fields`:
+    `repr` shows those as `'***'`, like the rest of the config.
+    """
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def _shown(self) -> Iterator[tuple[str, object]]:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            yield name, ("***" if value and name in self.secret_fields else value)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{name}={value!r}' for name, value in self._shown())})"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return list(self._shown())
+
+
 class Adapter(Protocol):
-    """One shop platform. Instances are immutable and safe to share between requests."""
+    """One shop platform. Instances are immutable and safe to share between requests.
+
+    Everything the service and its tools know about a platform comes from here: how a delivery
+    is verified, read, translated and recognised as a ping; which headers it carries (for the
+    OpenAPI document); how the platform signs one (`send-sample`, tests, benchmarks); a sample
+    order; and the type of its per-integration options in the config.
+    """
 
     @property
     def platform(self) -> str:
@@ -89,6 +123,31 @@ class Adapter(Protocol):
     @property
     def order_topics(self) -> frozenset[str]:
         """Topics whose body is an order to translate; any other topic is ignored."""
+        ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The request headers the adapter reads, name → what it is (the OpenAPI document lists them)."""
+        ...
+
+    @property
+    def ping(self) -> str | None:
+        """What the platform's unsigned ping looks like, for the documentation; None if it sends none."""
+        ...
+
+    @property
+    def options_type(self) -> type[PlatformOptions]:
+        """The Struct of this platform's `[integrations.options]` table."""
+        ...
+
+    @property
+    def sample_secret(self) -> str:
+        """The secret `examples/sandbox.toml` gives this platform's integration (`send-sample`'s default)."""
+        ...
+
+    def is_ping(self, headers: Headers, body: bytes) -> bool:
+        """True for the platform's unsigned "is this URL alive?" delivery: answered 200 `ignored`
+        before any signature check (DESIGN §1 step 1)."""
         ...
 
     def verify(self, headers: Headers, body: bytes, secrets: Sequence[str]) -> bool:
@@ -103,6 +162,18 @@ class Adapter(Protocol):
 
     def translate(self, body: bytes, integration_id: int) -> Order:
         """The raw body as one Sendcloud order for `integration_id`, or `TranslationError`."""
+        ...
+
+    def sign(
+        self, body: bytes, secret: str, *, topic: str | None = None, delivery_id: str | None = None
+    ) -> dict[str, str]:
+        """Every request header of one delivery of `body`, signed with `secret` as the platform
+        signs it: what `send-sample`, the tests and the benchmarks send. `topic` defaults to the
+        platform's order-creation topic, `delivery_id` to a fresh one."""
+        ...
+
+    def sample(self) -> bytes:
+        """A sample order webhook body (`send-sample`'s default, the tests' and benchmarks' seed)."""
         ...
 
 
@@ -123,8 +194,14 @@ def header(headers: Headers, *names: str) -> str | None:
     return None
 
 
+def hmac_sha256_base64(secret: str, body: bytes) -> str:
+    """The one HMAC recipe of the project, Shopify's and WooCommerce's: base64(HMAC-SHA256(secret,
+    raw body)), the secret UTF-8 encoded. Verifying and signing both use it."""
+    return base64.b64encode(hmac.digest(secret.encode(), body, "sha256")).decode("ascii")
+
+
 def hmac_sha256_base64_matches(body: bytes, signature: str | None, secrets: Sequence[str]) -> bool:
-    """Shopify's and WooCommerce's recipe: base64(HMAC-SHA256(secret, raw body)).
+    """True when `signature` is `hmac_sha256_base64(secret, body)` for any of `secrets`.
 
     Every secret is tried (rotation: old and new both valid) and every comparison is
     constant time, so the answer's timing does not depend on which secret matched or on how
@@ -137,6 +214,6 @@ def hmac_sha256_base64_matches(body: bytes, signature: str | None, secrets: Sequ
     for secret in secrets:
         if not secret:
             continue
-        expected = base64.b64encode(hmac.digest(secret.encode(), body, "sha256"))
+        expected = hmac_sha256_base64(secret, body).encode("ascii")
         matched |= hmac.compare_digest(expected, received)
     return matched

@@ -55,6 +55,7 @@ __all__ = [
     "Weight",
     "encode_order",
     "encode_orders",
+    "scrub_quoted",
     "validate",
 ]
 
@@ -372,8 +373,16 @@ def _prices(order: Order) -> Iterator[tuple[str, Price]]:
             yield f"$.order_details.order_items[{index}].unit_price", item.unit_price
 
 
-#: msgspec quotes the offending value in some messages (`Invalid enum value 'x'`).
-_QUOTED = re.compile(r"'[^']*'")
+#: Quoted text in an error message may echo a submitted value: msgspec quotes the offending value
+#: in some messages (`Invalid enum value 'x'`), Sendcloud's error details sometimes do too.
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def scrub_quoted(text: str) -> str:
+    """`text` with every single- or double-quoted part replaced by `'…'`: the one scrubber for
+    error messages that may quote a value (orders carry personal data), used by `validate()`
+    and by the service's dead-letter log."""
+    return _QUOTED.sub("'…'", text)
 
 
 class InvalidOrder(ValueError):
@@ -393,5 +402,5 @@ def validate(order: Order, currencies: frozenset[str] = DEFAULT_CURRENCIES) -> O
     try:
         _DECODER.decode(ENCODER.encode(order))
     except (msgspec.ValidationError, msgspec.EncodeError, ValueError) as exc:
-        raise InvalidOrder(_QUOTED.sub("'…'", str(exc))) from None
+        raise InvalidOrder(scrub_quoted(str(exc))) from None
     return order

@@ -11,9 +11,12 @@ presentment currency, else the order is refused with `unsupported_currency`.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -22,9 +25,11 @@ from adapters.address import build_address
 from adapters.base import (
     DECODE_ERRORS,
     Headers,
+    PlatformOptions,
     Reason,
     TranslationError,
     header,
+    hmac_sha256_base64,
     hmac_sha256_base64_matches,
     unsupported_currency,
 )
@@ -58,7 +63,9 @@ from adapters.units import (
     unescaped,
 )
 
-__all__ = ["ShopifyAdapter"]
+__all__ = ["ShopifyAdapter", "ShopifyOptions"]
+
+_SAMPLE = Path(__file__).parent / "samples" / "shopify.json"
 
 #: Shipping-line markers of a local pickup. Shopify's REST order has no single pickup flag; older
 #: API versions fill `delivery_category`, and pickup lines carry a pickup code (inferred from
@@ -370,6 +377,13 @@ def _tags(tags: str | None) -> list[str] | None:
 # ---------------------------------------------------------------- the adapter
 
 
+class ShopifyOptions(PlatformOptions, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[integrations.options]` of a Shopify integration (all optional; read by nothing yet)."""
+
+    #: the shop's `*.myshopify.com` domain: where Admin API calls go once an issue needs them
+    shop_domain: str = ""
+
+
 class ShopifyAdapter:
     """Shopify webhooks: HMAC over the raw body, `X-Shopify-*` (or `shopify-*`) headers."""
 
@@ -384,9 +398,29 @@ class ShopifyAdapter:
             "orders/partially_fulfilled",
         }
     )
+    headers = MappingProxyType(
+        {
+            "X-Shopify-Hmac-Sha256": "Shopify: base64(HMAC-SHA256(secret, raw body)). Missing or wrong: 401.",
+            "Shopify-Hmac-Sha256": "Shopify, unprefixed spelling of `X-Shopify-Hmac-Sha256` (read when that is "
+            "absent).",
+            "X-Shopify-Topic": "Shopify: the topic, e.g. `orders/create`. Missing on a signed delivery: 400.",
+            "Shopify-Topic": "Shopify, unprefixed spelling of `X-Shopify-Topic`.",
+            "X-Shopify-Webhook-Id": "Shopify: the delivery id, the same on retries; a repeat is answered `duplicate`.",
+            "Shopify-Webhook-Id": "Shopify, unprefixed spelling of `X-Shopify-Webhook-Id`.",
+            "X-Shopify-Event-Id": "Shopify: the delivery id used when no webhook id header is sent.",
+            "Shopify-Event-Id": "Shopify, unprefixed spelling of `X-Shopify-Event-Id`.",
+        }
+    )
+    #: Shopify sends no ping: a subscription is tested with a real (signed) delivery.
+    ping: str | None = None
+    options_type = ShopifyOptions
+    sample_secret = "sandbox-shopify-secret"
 
     def __init__(self, currencies: frozenset[str] = DEFAULT_CURRENCIES) -> None:
         self.currencies = frozenset(currencies)
+
+    def is_ping(self, headers: Headers, body: bytes) -> bool:
+        return False
 
     def verify(self, headers: Headers, body: bytes, secrets: Sequence[str]) -> bool:
         signature = header(headers, "x-shopify-hmac-sha256", "shopify-hmac-sha256")
@@ -397,6 +431,22 @@ class ShopifyAdapter:
 
     def topic(self, headers: Headers) -> str | None:
         return header(headers, "x-shopify-topic", "shopify-topic")
+
+    def sign(
+        self, body: bytes, secret: str, *, topic: str | None = None, delivery_id: str | None = None
+    ) -> dict[str, str]:
+        return {
+            "Content-Type": "application/json",
+            "X-Shopify-Topic": topic or "orders/create",
+            "X-Shopify-Hmac-Sha256": hmac_sha256_base64(secret, body),
+            "X-Shopify-Shop-Domain": "order-bridge-sample.myshopify.com",
+            "X-Shopify-API-Version": "2025-01",
+            "X-Shopify-Webhook-Id": delivery_id or str(uuid.uuid4()),
+            "X-Shopify-Triggered-At": datetime.now(UTC).isoformat(),
+        }
+
+    def sample(self) -> bytes:
+        return _SAMPLE.read_bytes()
 
     def translate(self, body: bytes, integration_id: int) -> Order:
         order = _decode(body)

@@ -14,9 +14,13 @@ snapshot. Things it does not send, and what stands in for them:
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -25,9 +29,11 @@ from adapters.address import build_address, house_number_from_meta
 from adapters.base import (
     DECODE_ERRORS,
     Headers,
+    PlatformOptions,
     Reason,
     TranslationError,
     header,
+    hmac_sha256_base64,
     hmac_sha256_base64_matches,
     unsupported_currency,
 )
@@ -47,7 +53,11 @@ from adapters.sendcloud import (
 )
 from adapters.units import PlatformId, Quantity, amount, costs_value, full_name, text, unescaped, utc
 
-__all__ = ["WooCommerceAdapter"]
+__all__ = ["WooCommerceAdapter", "WooCommerceOptions"]
+
+_SAMPLE = Path(__file__).parent / "samples" / "woocommerce.json"
+#: The ping WooCommerce sends when a webhook is created or activated: unsigned, form-encoded.
+_PING = re.compile(rb"\s*webhook_id=\d+\s*")
 
 #: `shipping_lines[].method_id` of local pickup: legacy `local_pickup` and Blocks' `pickup_location`
 #: (older payloads add an instance, `local_pickup:3`).
@@ -199,14 +209,34 @@ def _address(
 # ---------------------------------------------------------------- the adapter
 
 
+class WooCommerceOptions(PlatformOptions, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[integrations.options]` of a WooCommerce integration (all optional; read by nothing yet)."""
+
+    #: the shop's base URL (`https://shop.example/`): where REST API calls go once an issue needs them
+    store_url: str = ""
+
+
 class WooCommerceAdapter:
     """WooCommerce webhooks: HMAC over the raw body, `X-WC-Webhook-*` headers."""
 
     platform = "woocommerce"
     order_topics = frozenset({"order.created", "order.updated", "order.restored"})
+    headers = MappingProxyType(
+        {
+            "X-WC-Webhook-Signature": "WooCommerce: base64(HMAC-SHA256(secret, raw body)). Missing or wrong: 401.",
+            "X-WC-Webhook-Topic": "WooCommerce: the topic, e.g. `order.updated`. Missing on a signed delivery: 400.",
+            "X-WC-Webhook-Delivery-ID": "WooCommerce: the delivery id; a repeat is answered `duplicate`.",
+        }
+    )
+    ping = "WooCommerce: `webhook_id=N`, form-encoded and unsigned, when a webhook is created or activated."
+    options_type = WooCommerceOptions
+    sample_secret = "sandbox-woocommerce-secret"
 
     def __init__(self, currencies: frozenset[str] = DEFAULT_CURRENCIES) -> None:
         self.currencies = frozenset(currencies)
+
+    def is_ping(self, headers: Headers, body: bytes) -> bool:
+        return _PING.fullmatch(body) is not None
 
     def verify(self, headers: Headers, body: bytes, secrets: Sequence[str]) -> bool:
         return hmac_sha256_base64_matches(body, header(headers, "x-wc-webhook-signature"), secrets)
@@ -216,6 +246,28 @@ class WooCommerceAdapter:
 
     def topic(self, headers: Headers) -> str | None:
         return header(headers, "x-wc-webhook-topic")
+
+    def sign(
+        self, body: bytes, secret: str, *, topic: str | None = None, delivery_id: str | None = None
+    ) -> dict[str, str]:
+        """`secret` as the merchant typed it: WordPress decodes HTML entities in the stored secret
+        before keying the HMAC (`WC_Webhook::generate_signature`), so the bytes are the same."""
+        topic = topic or "order.created"
+        resource, _, event = topic.partition(".")
+        return {
+            "Content-Type": "application/json",
+            "User-Agent": "WooCommerce/9.8.3 Hookshot (WordPress/6.8)",
+            "X-WC-Webhook-Source": "https://shop.example/",
+            "X-WC-Webhook-Topic": topic,
+            "X-WC-Webhook-Resource": resource,
+            "X-WC-Webhook-Event": event,
+            "X-WC-Webhook-Signature": hmac_sha256_base64(secret, body),
+            "X-WC-Webhook-ID": "1",
+            "X-WC-Webhook-Delivery-ID": delivery_id or uuid.uuid4().hex,
+        }
+
+    def sample(self) -> bytes:
+        return _SAMPLE.read_bytes()
 
     def translate(self, body: bytes, integration_id: int) -> Order:
         order = _decode(body)

@@ -38,8 +38,8 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from adapters import get_adapter  # noqa: E402
 from service.fake_sendcloud import STILL_PROCESSING, Account, FakeSendcloud, create_app  # noqa: E402
-from service.signing import sign  # noqa: E402
 
 SECRET = "soak-secret"
 INTEGRATIONS = list(range(1, 6))
@@ -106,7 +106,7 @@ class Soak:
         self.rng = random.Random(7)
         self.known: dict[int, list[str]] = {}  # order ids per integration, for updates
         self.injected_429 = 0
-        self.sample = json.loads((ROOT / "service" / "samples" / "shopify.json").read_bytes())
+        self.sample = json.loads((ROOT / "adapters" / "samples" / "shopify.json").read_bytes())
 
     def _delivery(self, n: int) -> tuple[str, bytes, dict[str, str], tuple[int, str], str, bool]:
         """A new order, or (one in three) an update of an earlier one; a few in GBP (refused)."""
@@ -125,7 +125,7 @@ class Soak:
         return (
             path,
             body,
-            sign("shopify", body, SECRET, topic="orders/updated"),
+            get_adapter("shopify").sign(body, SECRET, topic="orders/updated"),
             (integration, order_id),
             updated,
             invalid,

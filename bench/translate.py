@@ -47,7 +47,7 @@ def main() -> int:
     args = parser.parse_args()
 
     shopify_body = (HERE / "shopify_order.json").read_bytes()
-    woo_body = (ROOT / "service" / "samples" / "woocommerce.json").read_bytes()
+    woo_body = (ROOT / "adapters" / "samples" / "woocommerce.json").read_bytes()
     shopify, woo = get_adapter("shopify"), get_adapter("woocommerce")
     bare = msgspec.json.Decoder()
 

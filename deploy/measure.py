@@ -22,9 +22,9 @@ from pathlib import Path
 
 import httpx
 
-from service.signing import sign
+from adapters import get_adapter
 
-SAMPLE = Path(__file__).resolve().parent.parent / "service" / "samples" / "shopify.json"
+SAMPLE = Path(__file__).resolve().parent.parent / "adapters" / "samples" / "shopify.json"
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -67,7 +67,7 @@ async def post_orders(args: argparse.Namespace) -> None:
             except asyncio.QueueEmpty:
                 return
             body = json.dumps({**template, "id": args.first_id + n}).encode()
-            response = await client.post(args.url, content=body, headers=sign("shopify", body, args.secret))
+            response = await client.post(args.url, content=body, headers=get_adapter("shopify").sign(body, args.secret))
             statuses[response.status_code] += 1
             done = sum(statuses.values())
             if done % args.checkpoint == 0:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from service.dedupe import SeenDeliveries
 from service.fake_sendcloud import FakeSendcloud
 from service.fake_sendcloud import create_app as create_fake_app
 from service.metrics import Metrics
-from service.openapi import DOCUMENT_JSON
+from service.openapi import document_json
 from service.ratelimit import RateLimiter
 from service.sendcloud import SendcloudClient
 from service.store import AddResult, DeadLetter, Store
@@ -45,7 +44,6 @@ __all__ = ["AppState", "create_app"]
 
 _log = structlog.get_logger("order_bridge.webhook")
 
-_PING = re.compile(rb"\s*webhook_id=\d+\s*")
 #: seconds a shop is asked to wait before retrying a 503
 RETRY_AFTER_SECONDS = 30
 
@@ -221,7 +219,7 @@ async def _handle(state: AppState, scope: Scope, receive: Receive, platform: str
         return _error(400, "client_disconnected", "The body did not arrive whole."), "bad_request"
 
     adapter = integration.adapter
-    if platform == "woocommerce" and _PING.fullmatch(body):
+    if adapter.is_ping(headers, body):
         _log.info("webhook.ignored", **ids, reason="ping")
         return _ignored("ping"), "ignored"
     if not _is_json(headers.get("content-type"), body):
@@ -316,7 +314,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def openapi_document(request: Request) -> Response:
-    return Response(DOCUMENT_JSON, media_type="application/json")
+    return Response(document_json(), media_type="application/json")
 
 
 async def readyz(request: Request) -> Response:

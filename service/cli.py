@@ -13,7 +13,6 @@ import argparse
 import gc
 import os
 import sys
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -24,10 +23,6 @@ from adapters import ADAPTERS, DEFAULT_CURRENCIES, TranslationError, get_adapter
 from adapters.sendcloud import ENCODER
 
 __all__ = ["main"]
-
-SAMPLES = Path(__file__).parent / "samples"
-#: The example config's secrets (examples/sandbox.toml), so `send-sample` works out of the box.
-SAMPLE_SECRETS = {"shopify": "sandbox-shopify-secret", "woocommerce": "sandbox-woocommerce-secret"}
 
 
 def _currencies(value: str) -> frozenset[str]:
@@ -62,10 +57,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("send-sample", help="post a signed sample order webhook to a running service")
     sample.add_argument("--platform", required=True, choices=sorted(ADAPTERS))
-    sample.add_argument("--secret", help="webhook secret (default: the example config's secret for the platform)")
-    sample.add_argument("--file", type=Path, help="body to send (default: the bundled sample order)")
-    sample.add_argument("--topic", help="topic header (default: orders/create or order.created)")
-    sample.add_argument("url", help="e.g. http://127.0.0.1:8080/webhooks/shopify/1")
+    sample.add_argument("--secret", help="webhook secret (default: examples/sandbox.toml's secret for the platform)")
+    sample.add_argument("--file", type=Path, help="body to send (default: the platform's bundled sample order)")
+    sample.add_argument("--topic", help="topic header (default: the platform's order-creation topic)")
+    sample.add_argument("url", help="e.g. http://127.0.0.1:8080/webhooks/<platform>/1")
 
     fake = commands.add_parser("fake-sendcloud", help="run the Sendcloud simulator (public key and secret: sandbox)")
     fake.add_argument("--host", default="127.0.0.1")
@@ -157,11 +152,9 @@ def _translate(args: argparse.Namespace) -> int:
 def _send_sample(args: argparse.Namespace) -> int:
     import httpx
 
-    from service.signing import sign
-
-    body = args.file.read_bytes() if args.file else (SAMPLES / f"{args.platform}.json").read_bytes()
-    secret = args.secret or SAMPLE_SECRETS[args.platform]
-    headers = sign(args.platform, body, secret, topic=args.topic, delivery_id=str(uuid.uuid4()))
+    adapter = get_adapter(args.platform)
+    body = args.file.read_bytes() if args.file else adapter.sample()
+    headers = adapter.sign(body, args.secret or adapter.sample_secret, topic=args.topic)
     try:
         response = httpx.post(args.url, content=body, headers=headers, timeout=10)
     except httpx.HTTPError as exc:

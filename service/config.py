@@ -38,13 +38,13 @@ import tomllib
 import typing
 from collections.abc import Iterator, Mapping, Set
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, cast
 from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import inspect as mi
 
-from adapters import ADAPTERS, DEFAULT_CURRENCIES
+from adapters import ADAPTERS, DEFAULT_CURRENCIES, AdapterFactory, PlatformOptions
 
 __all__ = [
     "SANDBOX",
@@ -179,20 +179,36 @@ class LoggingConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 
 class IntegrationConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One `[[integrations]]` table: a Sendcloud integration fed by one shop."""
+    """One `[[integrations]]` table: a Sendcloud integration fed by one shop.
+
+    A tagged union keyed by `platform`: what a file loads is a subclass per registered platform
+    (`_integration_type`), tagged with the platform's name, whose `options` is that adapter's
+    `options_type` (the `[integrations.options]` table). So the platform's own Struct checks its
+    options, and adding a platform needs no change here.
+    """
 
     _SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"secrets"})
 
     #: Sendcloud integration id (`order_details.integration.id`), the `{integration_id}` URL segment
     id: PositiveInt
-    #: a key of `adapters.ADAPTERS`, the `{platform}` URL segment
-    platform: str
     #: webhook signing secrets; any may match, so a secret can be rotated without downtime
     secrets: Annotated[tuple[NonEmptyStr, ...], msgspec.Meta(min_length=1)]
+    #: the platform's options (`[integrations.options]`), typed by its adapter
+    options: PlatformOptions = msgspec.field(default_factory=PlatformOptions)
+
+    @property
+    def platform(self) -> str:
+        """A key of `adapters.ADAPTERS`, the `{platform}` URL segment: the union's tag."""
+        return cast(str, self.__struct_config__.tag)
+
+    def _shown(self) -> Iterator[tuple[str, object]]:
+        yield "platform", self.platform
+        yield from super()._shown()
 
 
-class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True, dict=True):
-    """The whole configuration. `integration(id)` is the hot-path lookup."""
+class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The whole configuration: what a file loads is `_config_type()`'s subclass, whose
+    integrations are the union of the registered platforms'."""
 
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     sendcloud: SendcloudConfig = msgspec.field(default_factory=SendcloudConfig)
@@ -200,14 +216,45 @@ class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True, di
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     integrations: Annotated[tuple[IntegrationConfig, ...], msgspec.Meta(min_length=1)]
 
-    @functools.cached_property
-    def _integrations_by_id(self) -> dict[int, IntegrationConfig]:
-        # `dict=True` gives the frozen Struct a __dict__ for this cache; it is no field.
-        return {integration.id: integration for integration in self.integrations}
 
-    def integration(self, integration_id: int) -> IntegrationConfig | None:
-        """The integration with this id, or None (a dict lookup, built on first use)."""
-        return self._integrations_by_id.get(integration_id)
+def _integration_type(platform: str, factory: AdapterFactory) -> type[IntegrationConfig]:
+    """`IntegrationConfig` for one platform: tagged `platform`, options of its adapter's type."""
+    options_type = factory(DEFAULT_CURRENCIES).options_type
+    name = "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", platform)) + "Integration"
+    kind = msgspec.defstruct(
+        name,
+        [("options", options_type, msgspec.field(default_factory=options_type))],
+        bases=(IntegrationConfig,),
+        module=__name__,
+        tag=platform,
+        tag_field="platform",
+        frozen=True,
+        kw_only=True,
+        forbid_unknown_fields=True,
+    )
+    return cast(type[IntegrationConfig], kind)
+
+
+def _config_type() -> type[Config]:
+    """`Config` whose integrations are the tagged union of the platforms registered now."""
+    return _config_type_for(tuple(sorted(ADAPTERS.items())))
+
+
+@functools.cache
+def _config_type_for(registry: tuple[tuple[str, AdapterFactory], ...]) -> type[Config]:
+    # Built at run time, so not a type mypy can read: `Union[...]` of the per-platform classes.
+    union: Any = Union.__getitem__(tuple(_integration_type(platform, factory) for platform, factory in registry))
+    integrations: Any = Annotated[tuple[union, ...], msgspec.Meta(min_length=1)]
+    kind = msgspec.defstruct(
+        "Config",
+        [("integrations", integrations)],
+        bases=(Config,),
+        module=__name__,
+        frozen=True,
+        kw_only=True,
+        forbid_unknown_fields=True,
+    )
+    return cast(type[Config], kind)
 
 
 # ---------------------------------------------------------------- loading
@@ -238,8 +285,9 @@ def loads_config(text: str, environ: Mapping[str, str] = os.environ, *, source: 
         raise ConfigError(f"{source}: {_toml_error(str(exc))}") from None
     from_environ: set[str] = set()
     data = _interpolate(data, "", environ, from_environ)
+    _check_platforms(data, from_environ)
     try:
-        config = msgspec.convert(data, Config)
+        config = msgspec.convert(data, _config_type())
     except msgspec.ValidationError as exc:
         raise _from_validation_error(str(exc)) from None
     return _checked(config, from_environ)
@@ -397,8 +445,11 @@ _PATH_TOKEN = re.compile(r"\[(\d+)\]|\.?([^.\[]+)")
 
 
 def _type_at(path: str) -> mi.Type | None:
-    """The msgspec type at a dotted path of `Config` (`integrations[0].platform`), None if not found."""
-    current: mi.Type = _config_type()
+    """The msgspec type at a dotted path of `Config` (`integrations[0].secrets`), None if not found.
+
+    Through the integrations' union only fields every platform has alike lead on (not `options`).
+    """
+    current: mi.Type = mi.type_info(_config_type())
     for token in _PATH_TOKEN.finditer(path):
         current = _unwrap(current)
         if token.group(1) is not None:
@@ -406,18 +457,21 @@ def _type_at(path: str) -> mi.Type | None:
                 return None
             current = current.item_type
         else:
-            if not isinstance(current, mi.StructType):
-                return None
-            by_name = {field.encode_name: field.type for field in current.fields}
+            by_name = _fields(current)
             if token.group(2) not in by_name:
                 return None
             current = by_name[token.group(2)]
     return _unwrap(current)
 
 
-@functools.cache
-def _config_type() -> mi.Type:
-    return mi.type_info(Config)
+def _fields(kind: mi.Type) -> dict[str, mi.Type]:
+    """The fields of a Struct type by name; of a union of Structs, those all members share alike."""
+    if isinstance(kind, mi.StructType):
+        return {field.encode_name: field.type for field in kind.fields}
+    if isinstance(kind, mi.UnionType) and all(isinstance(member, mi.StructType) for member in kind.types):
+        first, *rest = (_fields(member) for member in kind.types)
+        return {name: field for name, field in first.items() if all(other.get(name) == field for other in rest)}
+    return {}
 
 
 def _unwrap(kind: mi.Type) -> mi.Type:
@@ -442,9 +496,9 @@ def _literal_choices(path: str) -> list[str]:
 
 def _did_you_mean(path: str, name: str) -> str:
     kind = _type_at(path)
-    if not isinstance(kind, mi.StructType):
+    if kind is None:
         return ""
-    close = difflib.get_close_matches(name, [field.encode_name for field in kind.fields], n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, list(_fields(kind)), n=1, cutoff=0.6)
     return f" (did you mean {_join(path, close[0])}?)" if close else ""
 
 
@@ -497,12 +551,24 @@ def _checked(config: Config, from_environ: Set[str]) -> Config:
                 key,
             )
         first_index[integration.id] = index
-        if integration.platform not in ADAPTERS:
-            key = f"integrations[{index}].platform"
-            known = ", ".join(sorted(ADAPTERS))
-            given = "" if key in from_environ else f' "{integration.platform}"'
-            raise ConfigError(f"{key}: unknown platform{given} (known: {known})", key)
     return config
+
+
+def _check_platforms(data: Any, from_environ: Set[str]) -> None:
+    """An unknown `platform` named clearly, before msgspec's union would quote it as a bad tag.
+
+    Anything else wrong with an integration (a missing or non-string platform, say) is left to
+    msgspec, whose message names the key.
+    """
+    integrations = data.get("integrations") if isinstance(data, dict) else None
+    if not isinstance(integrations, list):
+        return
+    for index, integration in enumerate(integrations):
+        platform = integration.get("platform") if isinstance(integration, dict) else None
+        if isinstance(platform, str) and platform not in ADAPTERS:
+            key = f"integrations[{index}].platform"
+            given = "" if key in from_environ else f' "{platform}"'
+            raise ConfigError(f"{key}: unknown platform{given} (known: {', '.join(sorted(ADAPTERS))})", key)
 
 
 def _is_http_url(url: str) -> bool:

@@ -10,11 +10,11 @@ a letter evicted from a full store is logged too (`deadletter.evicted`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import structlog
 
+from adapters.sendcloud import scrub_quoted
 from service.metrics import Metrics
 from service.store import DeadLetter
 
@@ -23,13 +23,12 @@ __all__ = ["DeadLetter", "record_dead_letters"]
 _log = structlog.get_logger("order_bridge.deadletters")
 
 #: Quoted text in a Sendcloud error detail may echo a submitted value; it is kept in the letter
-#: but not logged.
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+#: but not logged (`scrub_quoted`).
 _MAX_LOGGED_DETAIL = 200
 
 
 def _loggable(detail: str) -> str:
-    return _QUOTED.sub("'…'", detail)[:_MAX_LOGGED_DETAIL]
+    return scrub_quoted(detail)[:_MAX_LOGGED_DETAIL]
 
 
 def record_dead_letters(

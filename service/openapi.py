@@ -3,43 +3,25 @@
 It describes the routes exactly as `service.app` answers them, refusals included: every status,
 every error code, every content type. `tests/test_hostile.py` runs schemathesis against the
 running service with this very document, so the code and the document cannot drift apart
-unnoticed. Built once at import; `DOCUMENT_JSON` is the encoded form the route returns.
+unnoticed. `document()` builds it, `document_json()` is the encoded form the route returns.
 
-The webhook's platform enum comes from `adapters.ADAPTERS`; the headers each platform's adapter
-reads are listed in `PLATFORM_HEADERS` (a test checks that every platform has its entry).
+Everything platform-specific comes from the registry, `adapters.ADAPTERS`: the platform enum, the
+headers each adapter reads (`Adapter.headers`) and the pings they answer (`Adapter.ping`). Both
+functions cache per registry, so a platform registered later (the tests' made-up one) appears.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
 import msgspec
 
-from adapters import ADAPTERS
+from adapters import ADAPTERS, DEFAULT_CURRENCIES, Adapter, AdapterFactory
 
-__all__ = ["DOCUMENT", "DOCUMENT_JSON", "ERROR_CODES", "IGNORED_REASONS", "PLATFORM_HEADERS"]
+__all__ = ["ERROR_CODES", "IGNORED_REASONS", "document", "document_json"]
 
 JSONObject = dict[str, Any]
-
-#: Per platform, the request headers its adapter reads: (name, what it is). All are optional in
-#: the document because the service answers their absence itself (401 or 400, never 5xx).
-PLATFORM_HEADERS: Final[dict[str, tuple[tuple[str, str], ...]]] = {
-    "shopify": (
-        ("X-Shopify-Hmac-Sha256", "Shopify: base64(HMAC-SHA256(secret, raw body)). Missing or wrong: 401."),
-        ("Shopify-Hmac-Sha256", "Shopify, unprefixed spelling of `X-Shopify-Hmac-Sha256` (read when that is absent)."),
-        ("X-Shopify-Topic", "Shopify: the topic, e.g. `orders/create`. Missing on a signed delivery: 400."),
-        ("Shopify-Topic", "Shopify, unprefixed spelling of `X-Shopify-Topic`."),
-        ("X-Shopify-Webhook-Id", "Shopify: the delivery id, the same on retries; a repeat is answered `duplicate`."),
-        ("Shopify-Webhook-Id", "Shopify, unprefixed spelling of `X-Shopify-Webhook-Id`."),
-        ("X-Shopify-Event-Id", "Shopify: the delivery id used when no webhook id header is sent."),
-        ("Shopify-Event-Id", "Shopify, unprefixed spelling of `X-Shopify-Event-Id`."),
-    ),
-    "woocommerce": (
-        ("X-WC-Webhook-Signature", "WooCommerce: base64(HMAC-SHA256(secret, raw body)). Missing or wrong: 401."),
-        ("X-WC-Webhook-Topic", "WooCommerce: the topic, e.g. `order.updated`. Missing on a signed delivery: 400."),
-        ("X-WC-Webhook-Delivery-ID", "WooCommerce: the delivery id; a repeat is answered `duplicate`."),
-    ),
-}
 
 #: `error` codes of the webhook route, by status (DESIGN §3).
 ERROR_CODES: Final[dict[int, tuple[str, ...]]] = {
@@ -62,7 +44,7 @@ _ERROR_MEANINGS: Final[dict[int, str]] = {
     "that does not match the route at all, such as an empty segment (`not_found`).",
     413: "The body is over `max_body_bytes` (refused from Content-Length, or as soon as the stream passes it).",
     415: "The body is not JSON by its Content-Type (or, without one, by its first byte), and is not the "
-    "WooCommerce creation ping.",
+    "platform's ping.",
     503: "The buffer is full, the service is shutting down, or an unexpected internal failure: retry after "
     "`Retry-After` seconds; nothing is lost.",
 }
@@ -108,29 +90,40 @@ def _error_response(status: int) -> JSONObject:
     return response
 
 
-def _header_parameters() -> list[JSONObject]:
-    return [
-        {
-            "name": name,
-            "in": "header",
-            "required": False,
-            "description": description,
-            "schema": {"type": "string"},
-        }
-        for platform in sorted(PLATFORM_HEADERS)
-        for name, description in PLATFORM_HEADERS[platform]
-    ]
+def _header_parameters(adapters: list[Adapter]) -> list[JSONObject]:
+    """Every header any adapter reads, once (by name, case-insensitively: a header is one
+    parameter however many platforms read it). All optional: the service answers their
+    absence itself (401 or 400, never 5xx)."""
+    parameters: dict[str, JSONObject] = {}
+    for adapter in adapters:
+        for name, description in adapter.headers.items():
+            parameters.setdefault(
+                name.lower(),
+                {
+                    "name": name,
+                    "in": "header",
+                    "required": False,
+                    "description": description,
+                    "schema": {"type": "string"},
+                },
+            )
+    return list(parameters.values())
 
 
-def _webhook() -> JSONObject:
+def _pings(adapters: list[Adapter]) -> str:
+    pings = [adapter.ping for adapter in adapters if adapter.ping]
+    return " ".join(pings) if pings else "No platform sends one."
+
+
+def _webhook(adapters: list[Adapter]) -> JSONObject:
     return {
         "post": {
             "operationId": "receiveWebhook",
             "summary": "Receive one order webhook from a shop",
             "description": (
                 "Guard (size, integration), verify the signature on the raw body (constant time), dedupe by "
-                "delivery id, filter the topic, translate, buffer, answer (DESIGN §1). The WooCommerce creation "
-                "ping (`webhook_id=N`, form-encoded, unsigned) is answered 200 `ignored` before any signature check."
+                "delivery id, filter the topic, translate, buffer, answer (DESIGN §1). A platform's unsigned ping is "
+                f"answered 200 `ignored` before any signature check. {_pings(adapters)}"
             ),
             "parameters": [
                 {
@@ -138,7 +131,7 @@ def _webhook() -> JSONObject:
                     "in": "path",
                     "required": True,
                     "description": "The shop platform; must be the integration's. Any other value: 404.",
-                    "schema": {"type": "string", "enum": sorted(ADAPTERS)},
+                    "schema": {"type": "string", "enum": [adapter.platform for adapter in adapters]},
                 },
                 {
                     "name": "integration_id",
@@ -147,7 +140,7 @@ def _webhook() -> JSONObject:
                     "description": "The Sendcloud integration id as configured. Unknown or not digits: 404.",
                     "schema": {"type": "string", "pattern": "^[0-9]+$"},
                 },
-                *_header_parameters(),
+                *_header_parameters(adapters),
             ],
             "requestBody": {
                 "required": True,
@@ -156,9 +149,9 @@ def _webhook() -> JSONObject:
                     "application/json": {"schema": {"description": "Any JSON; the adapter decides its shape."}},
                     "application/x-www-form-urlencoded": {
                         "schema": {
-                            "description": "Only the WooCommerce creation ping is accepted; any other form: 415.",
+                            "description": "Only a platform's ping is accepted; any other form: 415. "
+                            + _pings(adapters),
                             "type": "object",
-                            "properties": {"webhook_id": {"type": "string", "pattern": "^[0-9]+$"}},
                         }
                     },
                 },
@@ -179,12 +172,12 @@ def _get(operation_id: str, summary: str, responses: JSONObject) -> JSONObject:
     return {"get": {"operationId": operation_id, "summary": summary, "responses": responses}}
 
 
-def _build() -> JSONObject:
+def _build(adapters: list[Adapter]) -> JSONObject:
     return {
         "openapi": "3.1.0",
         "info": {"title": "order-bridge", "version": "0.1.0", "description": _DESCRIPTION},
         "paths": {
-            "/webhooks/{platform}/{integration_id}": _webhook(),
+            "/webhooks/{platform}/{integration_id}": _webhook(adapters),
             "/healthz": _get(
                 "health",
                 "Liveness: 200 while the process and its event loop are alive",
@@ -279,7 +272,17 @@ def _build() -> JSONObject:
     }
 
 
-#: The document, built once. Treat it as read-only.
-DOCUMENT: Final[JSONObject] = _build()
-#: `DOCUMENT` encoded as JSON, what `GET /openapi.json` returns.
-DOCUMENT_JSON: Final[bytes] = msgspec.json.encode(DOCUMENT)
+def document() -> JSONObject:
+    """The document for the platforms registered now (a fresh copy: callers may change it)."""
+    return msgspec.json.decode(document_json(), type=JSONObject)
+
+
+def document_json() -> bytes:
+    """`document()` encoded, what `GET /openapi.json` returns; built once per registry."""
+    return _encoded(tuple(sorted(ADAPTERS.items())))
+
+
+@functools.cache
+def _encoded(registry: tuple[tuple[str, AdapterFactory], ...]) -> bytes:
+    adapters = [factory(DEFAULT_CURRENCIES) for _, factory in registry]
+    return msgspec.json.encode(_build(adapters))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,34 +16,26 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests import signing
+from tests import helpers
 from tests.conftest import SECRETS, ledger_from_metrics
-from tests.signing import shopify_signature
+from tests.helpers import signature, wait_for
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
-SHOPIFY = (ROOT / "service" / "samples" / "shopify.json").read_bytes()
-WOO = (ROOT / "service" / "samples" / "woocommerce.json").read_bytes()
+SHOPIFY = (ROOT / "adapters" / "samples" / "shopify.json").read_bytes()
+WOO = (ROOT / "adapters" / "samples" / "woocommerce.json").read_bytes()
 
 
 def shopify_headers(body: bytes, *, topic: str = "orders/create", delivery: str | None = None) -> dict[str, str]:
-    return signing.shopify_headers(SECRETS["shopify"], body, topic=topic, delivery=delivery)
+    return helpers.shopify_headers(SECRETS["shopify"], body, topic=topic, delivery=delivery)
 
 
 def woo_headers(body: bytes, *, topic: str = "order.created", delivery: str | None = None) -> dict[str, str]:
-    return signing.woocommerce_headers(SECRETS["woocommerce"], body, topic=topic, delivery=delivery)
+    return helpers.woocommerce_headers(SECRETS["woocommerce"], body, topic=topic, delivery=delivery)
 
 
 def post(url: str, body: bytes, headers: dict[str, str], path: str = "/webhooks/shopify/7") -> httpx.Response:
     return httpx.post(url + path, content=body, headers=headers, timeout=10)
-
-
-def wait_for(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def shopify_order_id() -> str:
@@ -140,7 +131,7 @@ def test_bad_signature_is_401(running: Any, damage: str) -> None:
     if damage == "missing":
         del headers["X-Shopify-Hmac-Sha256"]
     elif damage == "wrong_secret":
-        headers["X-Shopify-Hmac-Sha256"] = shopify_signature("not-the-secret", SHOPIFY)
+        headers["X-Shopify-Hmac-Sha256"] = signature("not-the-secret", SHOPIFY)
     else:
         body = SHOPIFY.replace(b"#1047", b"#9047")
         assert body != SHOPIFY

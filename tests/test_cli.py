@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
-SAMPLES = ROOT / "service" / "samples"
+SAMPLES = ROOT / "adapters" / "samples"
 FIXTURES = Path(__file__).parent / "fixtures"
 
 

@@ -18,11 +18,10 @@ from typing import Any
 from service.fake_sendcloud import Account, FakeSendcloud
 from service.fake_sendcloud import create_app as create_fake
 from tests.conftest import INTEGRATIONS, PUBLIC_KEY, SECRET_KEY, SECRETS, ServiceProcess, free_port, service_toml
-from tests.signing import shopify_headers
-from tests.test_app import wait_for
+from tests.helpers import shopify_headers, wait_for
 
 ROOT = Path(__file__).parent.parent
-SHOPIFY = json.loads((ROOT / "service" / "samples" / "shopify.json").read_bytes())
+SHOPIFY = json.loads((ROOT / "adapters" / "samples" / "shopify.json").read_bytes())
 RATE = 20  # orders per second: under 100 per max_wait window, so max_wait (not size) drives the flushes
 DEBOUNCE, MAX_WAIT = 1.0, 3.0
 

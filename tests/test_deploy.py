@@ -31,9 +31,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Route
 
+from adapters import get_adapter
 from service.app import create_app
 from service.config import Config, load_config, loads_config
-from service.signing import sign
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -510,11 +510,11 @@ def test_alerts_and_dashboard_only_use_metrics_the_service_exports(serve: Any) -
     shopify = next(i for i in config.integrations if i.platform == "shopify")
     server = serve(create_app(config))
     url = f"{server.url}/webhooks/shopify/{shopify.id}"
-    sample = json.loads((ROOT / "service" / "samples" / "shopify.json").read_bytes())
+    sample = json.loads((ROOT / "adapters" / "samples" / "shopify.json").read_bytes())
 
     def post(order: dict[str, Any], secret: str) -> httpx.Response:
         body = json.dumps(order).encode()
-        return httpx.post(url, content=body, headers=sign("shopify", body, secret), timeout=10)
+        return httpx.post(url, content=body, headers=get_adapter("shopify").sign(body, secret), timeout=10)
 
     assert post(sample, shopify.secrets[0]).json() == {"status": "accepted"}
     assert post(sample, "not-the-secret").status_code == 401

@@ -20,12 +20,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.conftest import INTEGRATIONS, SECRETS, ledger_from_metrics
-from tests.signing import shopify_headers, woocommerce_headers
-from tests.test_app import wait_for
+from tests.helpers import shopify_headers, wait_for, woocommerce_headers
 
 ROOT = Path(__file__).parent.parent
-SHOPIFY = json.loads((ROOT / "service" / "samples" / "shopify.json").read_bytes())
-WOO = json.loads((ROOT / "service" / "samples" / "woocommerce.json").read_bytes())
+SHOPIFY = json.loads((ROOT / "adapters" / "samples" / "shopify.json").read_bytes())
+WOO = json.loads((ROOT / "adapters" / "samples" / "woocommerce.json").read_bytes())
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 

@@ -30,12 +30,11 @@ from tests.conftest import (
     ledger_from_metrics,
     service_toml,
 )
-from tests.signing import shopify_headers
-from tests.test_app import wait_for
+from tests.helpers import shopify_headers, wait_for
 from tests.test_e2e import post_all
 
 ROOT = Path(__file__).parent.parent
-SHOPIFY = json.loads((ROOT / "service" / "samples" / "shopify.json").read_bytes())
+SHOPIFY = json.loads((ROOT / "adapters" / "samples" / "shopify.json").read_bytes())
 
 
 def deliveries(ids: range, *, integration: int = 7, **changes: Any) -> list[tuple[str, bytes, dict[str, str]]]:

@@ -15,12 +15,11 @@ import httpx
 from service.fake_sendcloud import Account, FakeSendcloud
 from service.fake_sendcloud import create_app as create_fake
 from tests.conftest import INTEGRATIONS, PUBLIC_KEY, SECRET_KEY, SECRETS, ServiceProcess, free_port, service_toml
-from tests.signing import shopify_headers, woocommerce_headers
-from tests.test_app import wait_for
+from tests.helpers import shopify_headers, wait_for, woocommerce_headers
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
-SHOPIFY = json.loads((ROOT / "service" / "samples" / "shopify.json").read_bytes())
+SHOPIFY = json.loads((ROOT / "adapters" / "samples" / "shopify.json").read_bytes())
 
 
 def start_service(tmp_path: Path, sendcloud_url: str, **sections: dict[str, object]) -> ServiceProcess:

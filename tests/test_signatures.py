@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from adapters import get_adapter
-from tests.signing import shopify_signature, woocommerce_signature
+from tests.helpers import signature, woocommerce_signature
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHOPIFY_BODY = (FIXTURES / "shopify" / "bag_server__orders_create_1030_aud_au_unit_slash_address.json").read_bytes()
@@ -18,19 +18,19 @@ OLD_SECRET = "shpss_previous"
 
 
 @pytest.mark.parametrize("name", ["X-Shopify-Hmac-Sha256", "x-shopify-hmac-sha256", "SHOPIFY-HMAC-SHA256"])
-def test_shopify_signature_passes_under_any_header_spelling(name: str) -> None:
+def test_signature_passes_under_any_header_spelling(name: str) -> None:
     """A body signed like Shopify signs it verifies, whatever the header's case or prefix."""
-    headers = {name: shopify_signature(SECRET, SHOPIFY_BODY)}
+    headers = {name: signature(SECRET, SHOPIFY_BODY)}
     assert get_adapter("shopify").verify(headers, SHOPIFY_BODY, [SECRET])
 
 
-def test_shopify_signature_checks_every_secret_for_rotation() -> None:
+def test_signature_checks_every_secret_for_rotation() -> None:
     """During a rotation both the old and the new secret are accepted."""
     adapter = get_adapter("shopify")
     for signer in (SECRET, OLD_SECRET):
-        headers = {"X-Shopify-Hmac-Sha256": shopify_signature(signer, SHOPIFY_BODY)}
+        headers = {"X-Shopify-Hmac-Sha256": signature(signer, SHOPIFY_BODY)}
         assert adapter.verify(headers, SHOPIFY_BODY, [SECRET, OLD_SECRET])
-    headers = {"X-Shopify-Hmac-Sha256": shopify_signature(OLD_SECRET, SHOPIFY_BODY)}
+    headers = {"X-Shopify-Hmac-Sha256": signature(OLD_SECRET, SHOPIFY_BODY)}
     assert not adapter.verify(headers, SHOPIFY_BODY, [SECRET])
 
 
@@ -38,8 +38,8 @@ def test_shopify_signature_checks_every_secret_for_rotation() -> None:
 def test_one_changed_byte_fails(platform: str) -> None:
     """Changing any single byte of the body breaks the signature."""
     body = SHOPIFY_BODY if platform == "shopify" else WOO_BODY
-    signature = shopify_signature(SECRET, body)
-    headers = {"X-Shopify-Hmac-Sha256": signature, "X-WC-Webhook-Signature": signature}
+    good = signature(SECRET, body)
+    headers = {"X-Shopify-Hmac-Sha256": good, "X-WC-Webhook-Signature": good}
     adapter = get_adapter(platform)
     assert adapter.verify(headers, body, [SECRET])
     for index in (0, len(body) // 2, len(body) - 1):
@@ -53,8 +53,8 @@ def test_wrong_secret_missing_header_and_no_secrets_fail(platform: str) -> None:
     adapter = get_adapter(platform)
     body = SHOPIFY_BODY if platform == "shopify" else WOO_BODY
     name = "X-Shopify-Hmac-Sha256" if platform == "shopify" else "X-WC-Webhook-Signature"
-    good = {name: shopify_signature(SECRET, body)}
-    assert not adapter.verify({name: shopify_signature("wrong", body)}, body, [SECRET])
+    good = {name: signature(SECRET, body)}
+    assert not adapter.verify({name: signature("wrong", body)}, body, [SECRET])
     assert not adapter.verify({}, body, [SECRET])
     assert not adapter.verify({name: ""}, body, [SECRET])
     assert not adapter.verify(good, body, [])
@@ -110,3 +110,48 @@ def test_order_topics_are_the_designed_allow_lists() -> None:
         "orders/partially_fulfilled",
     }
     assert get_adapter("woocommerce").order_topics == {"order.created", "order.updated", "order.restored"}
+
+
+@pytest.mark.parametrize("platform", ["shopify", "woocommerce"])
+def test_sign_gives_a_delivery_the_adapter_verifies_and_reads(platform: str) -> None:
+    """`Adapter.sign` is the platform's delivery: verified by the same adapter, with its topic and delivery id."""
+    adapter = get_adapter(platform)
+    body = adapter.sample()
+    headers = adapter.sign(body, SECRET, delivery_id="d-1")
+    assert adapter.verify(headers, body, [SECRET])
+    assert not adapter.verify(headers, body, [OLD_SECRET])
+    assert adapter.delivery_id(headers) == "d-1"
+    assert adapter.topic(headers) in adapter.order_topics
+    assert adapter.delivery_id(adapter.sign(body, SECRET)) != adapter.delivery_id(adapter.sign(body, SECRET))
+    updated = next(topic for topic in sorted(adapter.order_topics) if "update" in topic)
+    assert adapter.topic(adapter.sign(body, SECRET, topic=updated)) == updated
+    # what the adapter read above (signature, topic, delivery id) is documented for the OpenAPI document
+    documented = {name.lower() for name in adapter.headers}
+    read = {name.lower() for name, value in headers.items() if value in (headers_signature(headers), "d-1")}
+    assert read and read <= documented
+    assert any(name.lower() in documented for name, value in headers.items() if value == adapter.topic(headers))
+
+
+def test_only_the_woocommerce_creation_ping_is_a_ping() -> None:
+    """WooCommerce's unsigned `webhook_id=N` is its ping; Shopify has none; an order body is never one."""
+    woo, shopify = get_adapter("woocommerce"), get_adapter("shopify")
+    for body in (b"webhook_id=35", b" webhook_id=1\n"):
+        assert woo.is_ping({}, body)
+        assert not shopify.is_ping({}, body)
+    for body in (b"webhook_id=", b"webhook_id=3&x=1", woo.sample(), b""):
+        assert not woo.is_ping({}, body)
+    assert woo.ping and shopify.ping is None
+
+
+@pytest.mark.parametrize("platform", ["shopify", "woocommerce"])
+def test_sample_translates_and_its_secret_is_the_sandbox_configs(platform: str) -> None:
+    """`send-sample`'s defaults: the sample is an order to ship, and its secret is examples/sandbox.toml's."""
+    adapter = get_adapter(platform)
+    assert adapter.translate(adapter.sample(), 1).order_id
+    sandbox = (Path(__file__).parent.parent / "examples" / "sandbox.toml").read_text()
+    assert f'platform = "{platform}"\nsecrets = ["{adapter.sample_secret}"]' in sandbox
+
+
+def headers_signature(headers: dict[str, str]) -> str:
+    """The one header value that is a base64 SHA-256 HMAC (44 characters ending in `=`)."""
+    return next(value for value in headers.values() if len(value) == 44 and value.endswith("="))
