@@ -48,6 +48,8 @@ def config_text(
     secret_key: str = FAKE_SECRET,
     secret: str = "bench-secret",
     level: str = "INFO",
+    store: str = "memory://",
+    synchronous: str = "full",
 ) -> str:
     """An order-bridge config for a benchmark: Shopify integrations sharing one webhook secret."""
     lines = [
@@ -66,6 +68,9 @@ def config_text(
         f"max_wait_seconds = {max_wait}",
         f"max_pending = {max_pending}",
         "dedupe_max_entries = 200000",
+        "[store]",
+        f'url = "{store}"',
+        f'synchronous = "{synchronous}"',
         "[logging]",
         f'level = "{level}"',
     ]
@@ -265,6 +270,7 @@ def _cli() -> int:
     cfg.add_argument("--sendcloud-port", type=int, required=True)
     cfg.add_argument("--keep-up", action="store_true", help="Sendcloud limits that never hold a flush back")
     cfg.add_argument("--integrations", type=int, default=10)
+    cfg.add_argument("--store", default="memory://", help="[store] url: memory:// or sqlite:///path")
     stats = commands.add_parser("svc-stats")
     stats.add_argument("--port", type=int, required=True)
     stats.add_argument("--fake-port", type=int, required=True)
@@ -282,6 +288,7 @@ def _cli() -> int:
                 integrations=range(1, args.integrations + 1),
                 requests_per_minute=limits["requests_per_minute"],
                 burst_per_second=limits["burst_per_second"],
+                store=args.store,
             )
         )
     elif args.command == "svc-stats":

@@ -6,7 +6,9 @@
 # to SERVER_CPU, wrk pinned to LOAD_CPU, warm-up whose answers must all be 2xx, interleaved
 # runs, min/median/max table, CPU use from /proc). Changes:
 #   - targets: bare/uvicorn (bare_app.py), hmac/uvicorn (hmac_app.py), svc/order-bridge
-#     (`order-bridge serve` with a generated bench config); no granian.
+#     (`order-bridge serve` with a generated bench config, `[store] url = "memory://"`) and
+#     svc/order-bridge-sqlite (the same with the SQLite store, synchronous = "full", a new file
+#     per run under OUT_DIR); no granian.
 #   - the wrk script is make_lua.py's ingest.lua: every request a different order (own id,
 #     delivery id and HMAC), spread over 10 Shopify integrations /webhooks/shopify/1..10.
 #     wrk's warm-up sends phase 1 ids, the measured run phase 2 ids, so no order repeats.
@@ -46,7 +48,7 @@ done
 
 TARGETS=()
 [ "$ONLY_SVC" = 0 ] && TARGETS+=("bare/uvicorn uvicorn bare_app:app" "hmac/uvicorn uvicorn hmac_app:app")
-TARGETS+=("svc/order-bridge serve order-bridge")
+TARGETS+=("svc/order-bridge serve order-bridge memory" "svc/order-bridge-sqlite serve order-bridge sqlite")
 
 command -v wrk >/dev/null || { echo "wrk not found (apt-get install -y wrk)"; exit 1; }
 [ -x "$VENV/bin/uvicorn" ] || { echo "no uvicorn in $VENV (make bench installs the venv)"; exit 1; }
@@ -104,8 +106,8 @@ wait_http() {  # port path pid log: until anything answers (any status), up to ~
   echo "nothing answered on port $1 within 20 s; log:"; tail -20 "$4"; return 1
 }
 
-start_server() {  # server appspec port tag
-  local server="$1" appspec="$2" port="$3" tag="$4" fport=$(( $3 + 50 ))
+start_server() {  # server appspec port tag store
+  local server="$1" appspec="$2" port="$3" tag="$4" store="${5:-memory}" fport=$(( $3 + 50 ))
   case "$server" in
     uvicorn)
       taskset -c "$SERVER_CPU" "$VENV/bin/uvicorn" "$appspec" --app-dir "$HERE" \
@@ -119,7 +121,9 @@ start_server() {  # server appspec port tag
         --account bench:bench-key --rate-limit off > "$OUT_DIR/$tag.fake.log" 2>&1 &
       FAKE_PID=$!
       wait_http "$fport" /bench/requests "$FAKE_PID" "$OUT_DIR/$tag.fake.log" || return 1
-      "$VENV/bin/python" "$HERE/benchlib.py" config "$OUT_DIR/$tag.toml" --port "$port" --sendcloud-port "$fport" --keep-up
+      local url="memory://"
+      [ "$store" = sqlite ] && { rm -f "$OUT_DIR/$tag.db"*; url="sqlite:///$OUT_DIR/$tag.db"; }
+      "$VENV/bin/python" "$HERE/benchlib.py" config "$OUT_DIR/$tag.toml" --port "$port" --sendcloud-port "$fport" --keep-up --store "$url"
       # uvicorn inside `serve`: 1 worker, uvloop + httptools (auto: both installed), no access log
       taskset -c "$SERVER_CPU" "$VENV/bin/order-bridge" serve --config "$OUT_DIR/$tag.toml" \
         > "$OUT_DIR/$tag.service.log" 2>&1 &
@@ -151,13 +155,13 @@ kv() { sed -n 's/.*\b'"$2"'=\([0-9.]*\).*/\1/p' <<< "$1"; }
 for run in $(seq 1 "$RUNS"); do
   idx=0
   for spec in "${TARGETS[@]}"; do
-    read -r name server appspec <<< "$spec"
+    read -r name server appspec store <<< "$spec"
     port=$(( BASE_PORT + idx )); idx=$(( idx + 1 ))
     tag="$(echo "$name" | tr '/' '_')_run$run"
     url="http://127.0.0.1:$port"
     if ! port_free "$port" || ! port_free $(( port + 50 )); then echo "[$name run $run] port $port busy, skipping"; continue; fi
     echo "[$name run $run] starting $server $appspec on $url"
-    if ! start_server "$server" "$appspec" "$port" "$tag"; then
+    if ! start_server "$server" "$appspec" "$port" "$tag" "${store:-}"; then
       printf '%s\t%s\t%s\t%s\tFAIL\n' "$run" "$name" "$server" "$appspec" >> "$TSV"; continue
     fi
     warm="$(timeout $(( WARMUP + 15 )) taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -s "$LUA" "$url" -- 1 2>&1)"
@@ -270,9 +274,14 @@ spread = [f"{t}: {(max(v)-min(v))/statistics.median(v)*100:.1f}%" for t in order
           if len(v := [float(r['rps']) for r in by[t]]) > 1]
 print()
 print("req/s spread (max-min)/median: " + ", ".join(spread))
+mem, lite = med_rps.get("svc/order-bridge"), med_rps.get("svc/order-bridge-sqlite")
+if mem and lite:
+    print()
+    print(f"SQLite store (synchronous = full) vs memory store, same run: {lite:,.0f} / {mem:,.0f} req/s = {lite / mem:.3f}x")
+    summary["sqlite_vs_memory"] = lite / mem
 # per-run service accounting: every answered webhook became an order that reached the fake
 svc = []
-for stats in sorted(out.glob("svc_order-bridge_run*.stats.json")):
+for stats in sorted(out.glob("svc_order-bridge*_run*.stats.json")):
     tag = stats.name.removesuffix(".stats.json")
     try:
         s = json.loads(stats.read_text())

@@ -37,8 +37,8 @@ from service.metrics import Metrics
 from service.openapi import document_json
 from service.ratelimit import RateLimiter
 from service.sendcloud import SendcloudClient
-from service.store import AddResult, DeadLetter, Store
-from service.store.memory import MemoryStore
+from service.store import AddResult, DeadLetter, Store, StoreUnavailable
+from service.store.factory import open_store
 
 __all__ = ["AppState", "create_app"]
 
@@ -94,7 +94,9 @@ class AppState:
             _log.error("config.reload_failed", error=str(exc))
             return
         old = self.config
-        needs_restart = [name for name in ("server", "buffer", "logging") if getattr(new, name) != getattr(old, name)]
+        needs_restart = [
+            name for name in ("server", "buffer", "store", "logging") if getattr(new, name) != getattr(old, name)
+        ]
         if new.sendcloud.base_url != old.sendcloud.base_url:
             needs_restart.append("sendcloud.base_url")
         self.integrations = _integrations(new)
@@ -247,7 +249,10 @@ async def _handle(state: AppState, scope: Scope, receive: Receive, platform: str
     try:
         order = adapter.translate(body, integration.config.id)
     except TranslationError as exc:
-        return await _untranslatable(state, integration, exc, ids, seen_key, delivery_id)
+        try:
+            return await _untranslatable(state, integration, exc, ids, seen_key, delivery_id)
+        except StoreUnavailable as unavailable:
+            return _store_unavailable(ids, unavailable, None), "unavailable"
     try:
         added = await state.buffer.add(integration.config.id, platform, order, delivery_id=delivery_id)
     except BufferFull:
@@ -256,12 +261,20 @@ async def _handle(state: AppState, scope: Scope, receive: Receive, platform: str
     except BufferClosed:
         _log.info("webhook.rejected", **ids, status=503, error="shutting_down", order_id=order.order_id)
         return _error(503, "shutting_down", "The service is restarting; retry later.", retry=True), "unavailable"
+    except StoreUnavailable as exc:
+        return _store_unavailable(ids, exc, order.order_id), "unavailable"
     _remember(state, seen_key)
     if added is AddResult.STALE:
         _log.info("order.stale", **ids, order_id=order.order_id, topic=topic)
         return _ignored("stale"), "ignored"
     _log.info("order.buffered", **ids, order_id=order.order_id, topic=topic, coalesced=added is AddResult.COALESCED)
     return _ACCEPTED, "accepted"
+
+
+def _store_unavailable(ids: dict[str, object], exc: StoreUnavailable, order_id: str | None) -> Response:
+    """The store could not commit: nothing was kept, so the shop must send it again."""
+    _log.error("webhook.rejected", **ids, status=503, error="store_unavailable", order_id=order_id, cause=str(exc))
+    return _error(503, "store_unavailable", "The order could not be stored; retry later.", retry=True)
 
 
 def _remember(state: AppState, key: str | None) -> None:
@@ -328,6 +341,8 @@ async def readyz(request: Request) -> Response:
         reasons.append("flusher_stopped")
     if state.buffer.above_high_water():
         reasons.append("buffer_near_full")
+    if not state.store.available():
+        reasons.append("store_unavailable")
     if reasons:
         return _json(503, {"status": "not_ready", "reasons": reasons})
     return _json(200, {"status": "ready", "pending": state.buffer.pending()})
@@ -396,7 +411,9 @@ def create_app(
         max_batch=bc.max_batch,
         max_pending=bc.max_pending,
     )
-    store = MemoryStore(
+    store = open_store(
+        config.store.url,
+        synchronous=config.store.synchronous,
         remember_sent=bc.remember_sent,
         compress_above=settings.compress_above,
         dead_letter_capacity=bc.dead_letter_capacity,

@@ -34,7 +34,7 @@ from service.deadletters import record_dead_letters
 from service.metrics import Metrics
 from service.sender import Sender, SendOutcome, SendResult, backoff_delay
 from service.settlement import Verdict, settle
-from service.store import AddResult, Arrival, Batch, Ledger, Store
+from service.store import AddResult, Arrival, Batch, Ledger, Store, StoreUnavailable
 
 __all__ = ["Buffer", "BufferClosed", "BufferFull", "BufferSettings", "Lane"]
 
@@ -275,6 +275,9 @@ class Buffer:
             if trigger is not None:
                 try:
                     await self._flush(lane, trigger)
+                except StoreUnavailable as exc:  # nothing changed; the lane tries again after a pause
+                    _log.error("lane.store_unavailable", integration_id=lane.integration_id, cause=str(exc))
+                    lane.not_before = self.clock.monotonic() + self._backoff(lane.attempts + 1, None)
                 except Exception:  # a bug in settling must not stop the lane for good
                     _log.exception("lane.error", integration_id=lane.integration_id)
                     lane.not_before = self.clock.monotonic() + self._backoff(lane.attempts + 1, None)

@@ -85,6 +85,32 @@ def _check_config(args: argparse.Namespace) -> int:
         return _fail(f"{args.file}: {exc}", 1)
     integrations = ", ".join(f"{i.id} ({i.platform})" for i in config.integrations)
     sys.stdout.write(f"{args.file}: ok; integrations: {integrations}; sendcloud: {config.sendcloud.base_url}\n")
+    return _report_store(config.store.url)
+
+
+def _report_store(url: str) -> int:
+    """What the store holds, read without changing it: a newcomer's first look after a crash."""
+    from service.store import StoreOpenError
+    from service.store.factory import sqlite_path
+    from service.store.sqlite import summarize
+
+    path = sqlite_path(url)
+    if path is None:
+        sys.stdout.write(f"store: {url} (the process's memory: nothing survives a restart)\n")
+        return 0
+    if not path.exists():
+        sys.stdout.write(f"store: {path} (not created yet: the first `serve` creates it)\n")
+        return 0
+    try:
+        held = summarize(path)
+    except StoreOpenError as exc:
+        return _fail(str(exc), 1)
+    lanes = ", ".join(str(lane) for lane in held.lanes) or "none"
+    sys.stdout.write(
+        f"store: {path} (schema {held.schema_version}): {held.pending} pending, {held.in_flight} in flight "
+        f"in {held.batches_in_flight} batches, {held.dead_letters} dead letters, "
+        f"{held.sent_remembered} sent versions remembered; integrations with orders: {lanes}\n"
+    )
     return 0
 
 
@@ -94,6 +120,7 @@ def _serve(args: argparse.Namespace) -> int:
     from service.app import create_app
     from service.config import ConfigError, load_config
     from service.logging import configure_logging
+    from service.store import StoreOpenError
 
     path = args.config or os.environ.get("ORDER_BRIDGE_CONFIG")
     if not path:
@@ -103,7 +130,10 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(f"{path}: {exc}")
     configure_logging(config.logging.level)
-    app = create_app(config, config_path=str(path))
+    try:
+        app = create_app(config, config_path=str(path))
+    except StoreOpenError as exc:
+        return _fail(str(exc))
     state = app.state.order_bridge
 
     class Server(uvicorn.Server):

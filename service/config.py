@@ -56,6 +56,7 @@ __all__ = [
     "LoggingConfig",
     "SendcloudConfig",
     "ServerConfig",
+    "StoreConfig",
     "load_config",
     "loads_config",
 ]
@@ -172,6 +173,21 @@ class BufferConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     remember_sent: PositiveInt = 100_000
 
 
+#: `memory://`, or `sqlite:///relative/path` / `sqlite:////absolute/path` (service.store.factory)
+StoreUrl = Annotated[str, msgspec.Meta(pattern=r"\A(memory://|sqlite:///[^\x00]+)\Z")]
+
+
+class StoreConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[store]`: where the buffer keeps what it accepted (DESIGN §5)."""
+
+    #: the SQLite file (relative to the working directory with three slashes, absolute with four),
+    #: or `memory://`: the process's memory, lost on a crash
+    url: StoreUrl = "sqlite:///state/order-bridge.db"
+    #: "full": a commit survives power loss; "normal": it survives a crash of the process, not of
+    #: the machine, and costs less (SQLite's WAL documentation)
+    synchronous: Literal["full", "normal"] = "full"
+
+
 class LoggingConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """`[logging]`: the lowest level written."""
 
@@ -213,6 +229,7 @@ class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     sendcloud: SendcloudConfig = msgspec.field(default_factory=SendcloudConfig)
     buffer: BufferConfig = msgspec.field(default_factory=BufferConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     integrations: Annotated[tuple[IntegrationConfig, ...], msgspec.Meta(min_length=1)]
 

@@ -30,7 +30,7 @@ ERROR_CODES: Final[dict[int, tuple[str, ...]]] = {
     404: ("unknown_integration", "not_found"),
     413: ("payload_too_large",),
     415: ("unsupported_media_type",),
-    503: ("shutting_down", "buffer_full", "internal_error"),
+    503: ("shutting_down", "buffer_full", "store_unavailable", "internal_error"),
 }
 
 #: `reason` of a 200 `ignored` answer.
@@ -256,7 +256,15 @@ def _build(adapters: list[Adapter]) -> JSONObject:
                         "reasons": {
                             "type": "array",
                             "minItems": 1,
-                            "items": {"enum": ["shutting_down", "not_started", "flusher_stopped", "buffer_near_full"]},
+                            "items": {
+                                "enum": [
+                                    "shutting_down",
+                                    "not_started",
+                                    "flusher_stopped",
+                                    "buffer_near_full",
+                                    "store_unavailable",
+                                ]
+                            },
                         },
                     },
                 },

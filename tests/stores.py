@@ -22,7 +22,7 @@ StoreFactory = Callable[..., Awaitable[Any]]
 async def open_store(kind: str, path: Path, **options: Any) -> MemoryStore | SqliteStore:
     if kind == "memory":
         return MemoryStore(**options)
-    return await SqliteStore.open(path, synchronous="normal", **options)
+    return SqliteStore.open(path, synchronous="normal", **options)
 
 
 @pytest.fixture(params=KINDS)

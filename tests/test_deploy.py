@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import kubernetes_validate  # type: ignore[import-untyped]
+import msgspec
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -33,7 +34,8 @@ from starlette.routing import Route
 
 from adapters import get_adapter
 from service.app import create_app
-from service.config import Config, load_config, loads_config
+from service.config import Config, StoreConfig, load_config, loads_config
+from service.store.factory import MEMORY, sqlite_path
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +51,15 @@ DASHBOARD = DEPLOY / "monitoring" / "dashboard.json"
 KUBERNETES_VERSION = "1.30.0"
 #: The uid and gid the image runs as (Dockerfile USER) and the pod's securityContext demands.
 IMAGE_UID = 10001
+#: where the Deployment mounts the store's volume
+STATE_DIR = "/var/lib/order-bridge"
+
+
+def in_memory(config: Config) -> Config:
+    """`config` with the memory store: an app built here must not create the config's file."""
+    return msgspec.structs.replace(config, store=StoreConfig(url=MEMORY))
+
+
 #: CRDs kubernetes-validate has no schema for; test_monitoring_resources_are_well_formed checks them.
 CRD_GROUPS = ("monitoring.coreos.com/",)
 #: Labels Prometheus adds to every series scraped through the ServiceMonitor.
@@ -241,8 +252,9 @@ def test_strict_validation_rejects_an_unknown_field() -> None:
         kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
 
 
-def test_no_autoscaler_and_exactly_one_replica() -> None:
-    """No HorizontalPodAutoscaler anywhere, replicas 1, and a rollout that never leaves no ready pod."""
+def test_no_autoscaler_and_exactly_one_replica_recreated() -> None:
+    """No HorizontalPodAutoscaler anywhere, replicas 1, and a rollout that stops the old pod before
+    the new one opens the same store file (the file's lock would refuse it anyway)."""
     for path in DEPLOY.rglob("*.yaml"):
         for doc in yaml.safe_load_all(path.read_text()):
             assert not (doc and doc.get("kind") == "HorizontalPodAutoscaler"), f"{path} holds an HPA"
@@ -250,9 +262,7 @@ def test_no_autoscaler_and_exactly_one_replica() -> None:
         assert not [doc for doc in docs if doc["kind"] == "HorizontalPodAutoscaler"], name
         deployment = only(docs, "Deployment")
         assert deployment["spec"]["replicas"] == 1, name
-        strategy = deployment["spec"]["strategy"]
-        assert strategy["type"] == "RollingUpdate"
-        assert strategy["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+        assert deployment["spec"]["strategy"] == {"type": "Recreate"}, name
 
 
 def test_pod_disruption_budget_lets_a_drain_evict_the_single_pod() -> None:
@@ -273,7 +283,8 @@ def test_probes_and_ports_are_the_apps_real_routes_and_port(name: str) -> None:
     """Probe paths are GET routes of create_app, on the config's [server] port, which the Service reaches."""
     docs = rendered(name)
     config = parsed_config(docs)
-    routes = {route.path: route.methods or set() for route in create_app(config).routes if isinstance(route, Route)}
+    app = create_app(in_memory(config))
+    routes = {route.path: route.methods or set() for route in app.routes if isinstance(route, Route)}
     main = container(docs)
     ports = {port["name"]: port["containerPort"] for port in main["ports"]}
     assert config.server.host == "0.0.0.0", "the pod must listen on all interfaces"
@@ -330,11 +341,27 @@ def test_security_context_is_locked_down(name: str) -> None:
     assert context["readOnlyRootFilesystem"] is True
     assert context.get("privileged", False) is False
     assert context["capabilities"] == {"drop": ["ALL"]}
-    for mount in main["volumeMounts"]:
-        assert mount.get("readOnly") is True, f"{mount['mountPath']} is writable"
+    writable = [mount["mountPath"] for mount in main["volumeMounts"] if mount.get("readOnly") is not True]
+    assert writable == [STATE_DIR], f"only the store's volume may be writable: {writable}"
+    assert pod["securityContext"]["fsGroup"] == IMAGE_UID
     resources = main["resources"]
     assert resources["requests"]["memory"] == resources["limits"]["memory"]
     assert {"cpu", "memory"} <= resources["requests"].keys() and {"cpu", "memory"} <= resources["limits"].keys()
+
+
+@pytest.mark.parametrize("name", list(KUSTOMIZATIONS))
+def test_store_file_is_on_the_persistent_volume(name: str) -> None:
+    """The config's SQLite file lies on the mounted claim (ReadWriteOnce), never on the read-only root."""
+    docs = rendered(name)
+    config = parsed_config(docs)
+    path = sqlite_path(config.store.url)
+    assert path is not None and path.is_absolute() and path.parent == Path(STATE_DIR), config.store.url
+    assert config.store.synchronous == "full"
+    mounts = {mount["mountPath"]: mount["name"] for mount in container(docs)["volumeMounts"]}
+    volume = next(v for v in pod_spec(docs)["volumes"] if v["name"] == mounts[STATE_DIR])
+    claim = only(docs, "PersistentVolumeClaim")
+    assert volume["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"]}
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
 @pytest.mark.parametrize("name", list(KUSTOMIZATIONS))
@@ -346,8 +373,8 @@ def test_config_is_mounted_where_the_image_reads_it_and_secrets_come_from_the_se
     main = container(docs)
     assert command == ["order-bridge", *main["args"]]
     assert main["args"] == ["serve", "--config", "/etc/order-bridge/config.toml"]
-    volume = next(v for v in pod_spec(docs)["volumes"] if v["name"] == main["volumeMounts"][0]["name"])
-    assert main["volumeMounts"][0]["mountPath"] == "/etc/order-bridge"
+    mounts = {mount["mountPath"]: mount["name"] for mount in main["volumeMounts"]}
+    volume = next(v for v in pod_spec(docs)["volumes"] if v["name"] == mounts["/etc/order-bridge"])
     assert volume["configMap"]["items"] == [{"key": "config.toml", "path": "config.toml"}]
     template = secret_template()
     assert main["envFrom"] == [{"secretRef": {"name": template["metadata"]["name"]}}]
@@ -508,7 +535,7 @@ def test_alerts_and_dashboard_only_use_metrics_the_service_exports(serve: Any) -
     """Every order_bridge_* series (and label) in the rules and the dashboard is on /metrics after real webhooks."""
     config = load_config(ROOT / "examples" / "sandbox.toml")
     shopify = next(i for i in config.integrations if i.platform == "shopify")
-    server = serve(create_app(config))
+    server = serve(create_app(in_memory(config)))
     url = f"{server.url}/webhooks/shopify/{shopify.id}"
     sample = json.loads((ROOT / "adapters" / "samples" / "shopify.json").read_bytes())
 
@@ -650,9 +677,13 @@ def test_image_environment_installs_from_the_lock_and_serves(tmp_path: Path) -> 
         path.write_text(text)
         out = run(venv / "bin" / "order-bridge", "check-config", path, env={**base_env, **dummy_environment(text)})
         assert ": ok; integrations:" in out, out
+        assert f"store: {STATE_DIR}/state.db (not created yet" in out, out
 
-    # Serve the example config (nothing is sent before an order arrives) and run the image's HEALTHCHECK.
-    text = config_text(rendered("example"))
+    # Serve the example config (nothing is sent before an order arrives) and run the image's HEALTHCHECK;
+    # its store file goes to this test's folder instead of the volume's path.
+    text = config_text(rendered("example")).replace(f"sqlite:///{STATE_DIR}/", f"sqlite:///{tmp_path}/")
+    assert str(tmp_path) in text
+    (tmp_path / "example.toml").write_text(text)
     port = free_port()
     healthcheck = json.loads(instruction(dockerfile_stages()[-1], "HEALTHCHECK").partition(" CMD ")[2])
     probe = [str(venv / "bin" / "python"), *healthcheck[1:]]
@@ -676,3 +707,4 @@ def test_image_environment_installs_from_the_lock_and_serves(tmp_path: Path) -> 
         output, _ = process.communicate(timeout=60)
     assert process.returncode in (0, -signal.SIGTERM), output.decode(errors="replace")
     assert b'"service.stopped"' in output
+    assert (tmp_path / "state.db").is_file(), "the store was not where the config put it"

@@ -212,7 +212,7 @@ async def test_store_keeps_dead_letters_up_to_capacity_and_reports_evictions(new
 
 async def _filled(path: Path, **options: int) -> SqliteStore:
     """A store at `path` with: a, b pending; c sent; d in flight (batch b1, attempt 2); one dead letter."""
-    store = await SqliteStore.open(path, **options)  # type: ignore[arg-type]
+    store = SqliteStore.open(path, **options)  # type: ignore[arg-type]
     for name in "cd":
         await store.add(arrival(name, 1, received=100.0))
     sent_batch = await store.take(7, 1, batch_id="b0", attempt=1)
@@ -236,7 +236,7 @@ async def test_sqlite_file_holds_everything_after_the_process_is_gone(tmp_path: 
     before = (first.ledger(), first.list_pending(7), first.batch_in_flight(7), first.dead_letters())
     await first.close()
 
-    again = await SqliteStore.open(path)
+    again = SqliteStore.open(path)
     try:
         assert (again.ledger(), again.list_pending(7), again.batch_in_flight(7), again.dead_letters()) == before
         assert [e.order_id for e in again.list_pending(7)] == ["a", "b"]
@@ -255,12 +255,12 @@ async def test_sqlite_file_holds_everything_after_the_process_is_gone(tmp_path: 
 async def test_sqlite_recover_resends_the_batch_in_flight_first(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     await (await _filled(path)).close()
-    store = await SqliteStore.open(path)
+    store = SqliteStore.open(path)
     (recovered,) = await store.recover()
     assert recovered.id == "b1"
     assert [e.order_id for e in store.list_pending(7)] == ["d", "a", "b"]
     await store.close()
-    store = await SqliteStore.open(path)  # and that, too, is in the file
+    store = SqliteStore.open(path)  # and that, too, is in the file
     assert [e.order_id for e in store.list_pending(7)] == ["d", "a", "b"] and store.batch_in_flight(7) is None
     assert store.ledger().balanced
     await store.close()
@@ -270,7 +270,7 @@ async def test_sqlite_recover_resends_the_batch_in_flight_first(tmp_path: Path) 
 async def test_sqlite_commits_concurrent_writes_in_groups(tmp_path: Path) -> None:
     """Writes that arrive while a commit runs share the next one: 200 concurrent adds, far fewer commits,
     each add answered only once its commit returned (it is in the file then)."""
-    store = await SqliteStore.open(tmp_path / "state.db", synchronous="full")
+    store = SqliteStore.open(tmp_path / "state.db", synchronous="full")
     results = await asyncio.gather(*(store.add(arrival(f"o{n}")) for n in range(200)))
     assert set(results) == {AddResult.BUFFERED}
     assert 1 <= store.commits < 100, store.commits
@@ -284,7 +284,7 @@ async def test_sqlite_failed_commit_answers_unavailable_and_changes_nothing(tmp_
     `StoreUnavailable`, the mirror goes back to what the file holds, `available()` says so, and once
     there is room the same order is taken."""
     path = tmp_path / "state.db"
-    store = await SqliteStore.open(path)
+    store = SqliteStore.open(path)
     await store.add(arrival("a", 1))
     pages = sqlite3.connect(path).execute("PRAGMA page_count").fetchone()[0]
     cap = f"PRAGMA max_page_count = {pages}"
@@ -306,7 +306,7 @@ async def test_sqlite_failed_commit_answers_unavailable_and_changes_nothing(tmp_
 async def test_sqlite_refuses_a_newer_schema_a_corrupt_file_and_a_foreign_database(tmp_path: Path) -> None:
     """Each stops with a message naming the file, and the file is left exactly as it was."""
     newer = tmp_path / "newer.db"
-    await (await SqliteStore.open(newer)).close()
+    await (SqliteStore.open(newer)).close()
     with sqlite3.connect(newer) as raw:
         raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     corrupt = tmp_path / "corrupt.db"
@@ -317,7 +317,7 @@ async def test_sqlite_refuses_a_newer_schema_a_corrupt_file_and_a_foreign_databa
     for path, words in ((newer, "newer"), (corrupt, "not a database"), (foreign, "not an order-bridge store")):
         content = path.read_bytes()
         with pytest.raises(StoreOpenError, match=words) as caught:
-            await SqliteStore.open(path)
+            SqliteStore.open(path)
         assert str(path) in str(caught.value)
         assert path.read_bytes() == content
 
@@ -325,7 +325,7 @@ async def test_sqlite_refuses_a_newer_schema_a_corrupt_file_and_a_foreign_databa
 @pytest.mark.anyio
 async def test_sqlite_migrates_an_empty_file_and_records_its_version(tmp_path: Path) -> None:
     path = tmp_path / "new" / "state.db"  # folders are created
-    await (await SqliteStore.open(path)).close()
+    await (SqliteStore.open(path)).close()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -348,7 +348,7 @@ async def test_summarize_reads_the_file_without_writing(tmp_path: Path) -> None:
 async def test_sqlite_keeps_sent_versions_within_its_bound(tmp_path: Path) -> None:
     """The file does not grow with every order ever sent: it keeps the newest `remember_sent`."""
     path = tmp_path / "state.db"
-    store = await SqliteStore.open(path, remember_sent=10)
+    store = SqliteStore.open(path, remember_sent=10)
     for round_ in range(5):
         for n in range(10):
             await store.add(arrival(f"r{round_}-{n}"))
@@ -364,3 +364,16 @@ def test_memory_store_is_the_same_contract() -> None:
     for kind in (MemoryStore, SqliteStore):
         for name in ("add", "take", "settle", "add_dead_letters", "recover", "close", "available", "ledger"):
             assert callable(getattr(kind, name))
+
+
+@pytest.mark.anyio
+async def test_sqlite_is_one_process_per_file(tmp_path: Path) -> None:
+    """A second opener of the same file is refused (it would trust a mirror the first one changes
+    under it); once the first closes, it may."""
+    path = tmp_path / "state.db"
+    first = SqliteStore.open(path)
+    with pytest.raises(StoreOpenError, match="in use by another order-bridge process"):
+        SqliteStore.open(path)
+    await first.close()
+    again = SqliteStore.open(path)
+    await again.close()

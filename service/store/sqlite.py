@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import queue
 import sqlite3
 import threading
@@ -161,13 +163,6 @@ def _entry(integration_id: int, order_id: str, row: Sequence[Any]) -> Entry:
     )
 
 
-def path_of(url: str) -> Path:
-    """The file of a `sqlite:///relative/path` or `sqlite:////absolute/path` URL."""
-    if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
-        raise ValueError("a SQLite store URL is sqlite:///relative/path or sqlite:////absolute/path")
-    return Path(url[len("sqlite:///") :])
-
-
 def _open_error(path: Path, exc: BaseException) -> StoreOpenError:
     return StoreOpenError(f"cannot open the store {path}: {exc}")
 
@@ -181,6 +176,27 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     else:
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
     return connection
+
+
+def _lock(path: Path) -> int:
+    """An exclusive lock on `<file>.lock`, held while the store is open: one process per file.
+
+    Two processes on one file would each trust their own mirror; the second is refused instead
+    (on a local disk: `flock` is not reliable on network file systems). Returns the open fd.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StoreOpenError(
+            f"the store {path} is in use by another order-bridge process (pid {holder}); one process per file"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def _migrate(connection: sqlite3.Connection, path: Path) -> None:
@@ -224,9 +240,8 @@ class _Job:
 class _Writer:
     """The thread that owns the writing connection and commits queued jobs in groups."""
 
-    def __init__(self, connection: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
-        self._loop = loop
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         #: jobs of this epoch or older fail without running: an earlier one failed
         self._failed_epoch = -1
@@ -237,7 +252,9 @@ class _Writer:
         self._thread.start()
 
     def submit(self, ops: list[Op], epoch: int) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = self._loop.create_future()
+        """Queue `ops` for the next transaction; the future (of the running loop) resolves once
+        it committed, or fails with `StoreUnavailable`."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.outstanding += 1
         self._queue.put(_Job(ops, epoch, future))
         return future
@@ -263,7 +280,9 @@ class _Writer:
                     break
                 jobs.append(more)
             error = self._commit([j for j in jobs if j.epoch > self._failed_epoch])
-            self._loop.call_soon_threadsafe(self._resolve, jobs, self._failed_epoch, error)
+            loop = jobs[0].future.get_loop()
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(self._resolve, jobs, self._failed_epoch, error)
         self._connection.close()
 
     def _resolve(self, jobs: list[_Job], failed_epoch: int, error: str | None) -> None:
@@ -297,7 +316,7 @@ class _Writer:
 
 
 class SqliteStore:
-    """`Store` in a SQLite file. Open with `await SqliteStore.open(path)`; close with `close()`."""
+    """`Store` in a SQLite file. Open with `SqliteStore.open(path)`; close with `await close()`."""
 
     def __init__(
         self,
@@ -319,11 +338,12 @@ class SqliteStore:
         self._epoch = 0
         self._available = True
         self._sent_seq = 0
+        self._lock: int | None = None
         self._reload()
-        self._writer = _Writer(connection, asyncio.get_running_loop())
+        self._writer = _Writer(connection)
 
     @classmethod
-    async def open(
+    def open(
         cls,
         path: Path,
         *,
@@ -339,14 +359,19 @@ class SqliteStore:
             raise ValueError("synchronous is 'full' or 'normal'")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            lock = _lock(path)
+        except OSError as exc:
+            raise _open_error(path, exc) from None
+        try:
             connection = connect(path)
         except (OSError, sqlite3.Error) as exc:
+            os.close(lock)
             raise _open_error(path, exc) from None
         try:
             _migrate(connection, path)
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-            return cls(
+            store = cls(
                 path,
                 connection,
                 remember_sent=remember_sent,
@@ -355,10 +380,14 @@ class SqliteStore:
             )
         except sqlite3.DatabaseError as exc:
             connection.close()
+            os.close(lock)
             raise _open_error(path, exc) from None
         except BaseException:
             connection.close()
+            os.close(lock)
             raise
+        store._lock = lock
+        return store
 
     # ------------------------------------------------------------ reading the file back
 
@@ -587,7 +616,11 @@ class SqliteStore:
         return tuple(recovered)
 
     async def close(self) -> None:
+        """Stop the writer once everything queued has committed, then let go of the file."""
         await asyncio.to_thread(self._writer.stop)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     # ------------------------------------------------------------ reads: the mirror's
 
