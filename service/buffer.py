@@ -160,8 +160,13 @@ class Buffer:
                 size=len(batch.entries),
                 attempt=batch.attempt,
             )
+        now = self.clock.monotonic()
         for integration_id in self.store.lanes():
-            self._lane(integration_id).wake.set()
+            lane = self._lane(integration_id)
+            # As if its orders had just arrived: the lane flushes once it has been quiet for
+            # debounce_seconds (or at max_wait from their stored receipt, if that comes first).
+            lane.last_activity = now
+            lane.wake.set()
 
     # ------------------------------------------------------------ the webhook side
 

@@ -552,7 +552,9 @@ async def test_start_resumes_a_store_with_a_batch_in_flight(new_store: StoreFact
     buffer = Buffer(BufferSettings(), sender, store, Metrics(), clock=clock)
     with capture_logs() as logs:
         await buffer.start()
-        await clock.advance(5.0)  # no new activity: max_wait from the stored receipt times
+        await clock.advance(0.99)
+        assert sender.batches == []
+        await clock.advance(0.01)  # quiet for debounce_seconds since the start
     assert [[o.order_id for o in b] for b in sender.batches] == [["a", "b", "c"]]
     (recovered,) = [e for e in logs if e["event"] == "batch.recovered"]
     assert (recovered["batch_id"], recovered["size"], recovered["attempt"]) == ("crashed", 2, 3)
