@@ -34,12 +34,19 @@ _DASH = r"[-\u2013/]"
 #: The number itself, with letters glued to it: `5`, `52A`, `7bis`.
 _NUMBER = rf"\d+{_LETTER}*"
 
-#: A second number or a letter after a hyphen, dash or slash: `12-14`, `12 - 14`, `3/1`, `1-A`, `12-hs`.
-_RANGE = rf"(?: ?{_DASH} ?(?:{_NUMBER}|{_LETTER}{{1,3}}))"
+#: The Latin repetition suffixes of French, Belgian and Italian numbers (`12 bis` is the second
+#: house numbered 12, `12 ter` the third ...), in any case.
+_REPEAT = r"(?:bis|ter|quater|quinquies)"
 
-#: An addition after a space: one letter (`5 a`, `1 A`), `bis`/`ter`/`quater`, Dutch `hs`/`bg`
-#: (ground floor), a Roman floor number (`123 III`).
-_ADDITION = rf"(?: (?:{_LETTER}|bis|ter|quater|hs|bg|II|III|IV))"
+#: A second number, a repetition suffix or a letter after a hyphen, dash or slash: `12-14`,
+#: `12 - 14`, `3/1`, `1-A`, `10/B`, `10 / B`, `12-hs`, `12-quater`. Up to three letters only
+#: when glued to the dash: in `Keizersgracht 12 - Rue ...` the word after the spaced dash is not
+#: the number's.
+_RANGE = rf"(?:{_DASH}{_LETTER}{{1,3}}| ?{_DASH} ?(?:{_NUMBER}|{_REPEAT}|hs|bg|{_LETTER}))"
+
+#: An addition after a space: one letter (`5 a`, `1 A`), a repetition suffix (`7 bis`,
+#: `7 quinquies`), Dutch `hs`/`bg` (ground floor), a Roman floor number (`123 III`).
+_ADDITION = rf"(?: (?:{_LETTER}|{_REPEAT}|hs|bg|II|III|IV))"
 
 #: A Belgian box number: `12 bus 3`, `12 bte 3`, `12 boîte 3`, `12 box 3`, `12 b. 3`.
 _BOX = rf"(?: (?:bus|bte|bt|boîte|boite|box|b)\.? ?{_NUMBER})"
@@ -61,12 +68,47 @@ _NUMBER_LAST = re.compile(
     re.IGNORECASE,
 )
 
+#: Words that start a French, Belgian or Italian street's name and no English one: `rue`,
+#: `allée`, `chemin`, `quai`, `via`, `piazza`, `corso` ... and their abbreviations.
+_LATIN_STREET_TYPE = (
+    r"(?:rue|ruelle|allée|allee|chemin|impasse|quai|cours|chaussée|chaussee|drève|dreve"
+    r"|rond-point|résidence|residence|lieu-dit|sentier|hameau|lotissement|traverse|montée|montee"
+    r"|parvis|cité|cite|clos|domaine|faubourg|fbg|voie|venelle|bd|av|ch|imp|rte"
+    r"|viale|piazza|piazzale|corso|vicolo|largo|strada|contrada|località|localita|frazione"
+    r"|rua|carrer)\.?"
+)
+
+#: Street types that English-speaking countries use too (`Avenue`, `Place`, `Grand`, `Via`).
+_SHARED_STREET_TYPE = (
+    r"(?:avenue|boulevard|place|pl|route|square|sq|passage|promenade|esplanade|grand|grande"
+    r"|via|calle|avenida|plaza|paseo)\.?"
+)
+
+#: The rest of the line after a street type: at least one more letter (`Rue X`, `Grand'Rue`).
+_NAMED = rf"(?!\w).*{_LETTER}"
+
+#: A lone letter after a leading number and a space that belongs to the number: `12 A Rue X`.
+#: Only a standalone token (`12 Avenue Foch` keeps its `A`), and only before the street type that
+#: starts a French, Belgian or Italian street's name, with a name after it: in the US, Canada or
+#: the UK a lone letter there is a compass point or a lettered street (`1130 N Delaware St`,
+#: `100 C Street SE`, `1200 A Avenue`), and stays in the street. Before a type English-speaking
+#: countries share, a compass point is still the street's (`1234 W Avenue J`, `5 S Grand Ave`).
+_LONE_LETTER = (
+    rf"(?:{_LETTER}(?=,? {_LATIN_STREET_TYPE}{_NAMED})"
+    rf"|(?![nsewo]\b){_LETTER}(?=,? {_SHARED_STREET_TYPE}{_NAMED}))"
+)
+
 #: `<number>[,] <street>`: `10 Rue de Rivoli`, `221B Baker Street`, `12-14 Main St`,
-#: `306 / 39 London Circuit` (Australian unit / street number). Not an ordinal that starts a
-#: street's name: `1e Jan van der Heijdenstraat`, `2ª Travessa` (`4th`, `1st`, `2nd` never match,
-#: as at most one letter may follow the digits).
+#: `306 / 39 London Circuit` (Australian unit / street number), and the suffixes of French,
+#: Belgian and Italian numbers: `12bis`, `12 BIS`, `12-bis`, `12 quater`, `12/A`, `10/B`,
+#: `12 A Rue X` (see `_LONE_LETTER`). Not an ordinal that starts a street's name:
+#: `1e Jan van der Heijdenstraat`, `2ª Travessa` (`4th`, `1st`, `2nd` never match, as at most
+#: one letter, or a whole repetition suffix, may follow the digits). A suffix is only taken
+#: when a space or comma follows it, so it never takes the start of a street word
+#: (`12 Terrasse X`, `12 Allée X`).
 _NUMBER_FIRST = re.compile(
-    rf"(?!\d+[eºª]\b)(?P<number>\d+{_LETTER}?(?: ?{_DASH} ?\d+{_LETTER}?)?),? (?P<street>.*{_LETTER}.*)",
+    rf"(?!\d+[eºª]\b)(?P<number>\d+(?:{_REPEAT}|{_LETTER}?(?: ?{_DASH} ?\d+{_LETTER}?)?)"
+    rf"(?:{_DASH}{_REPEAT}|{_DASH}{_LETTER}| {_REPEAT}| {_LONE_LETTER})?),? (?P<street>.*{_LETTER}.*)",
     re.IGNORECASE,
 )
 
@@ -103,17 +145,27 @@ def split_street(line: str) -> tuple[str, str | None]:
     The conventions, tried in this order:
 
     - number first, as in France, the UK and the US: `10 Rue de Rivoli`, `221B Baker Street`,
-      `306 / 39 London Circuit` → (`Rue de Rivoli`, `10`) ... The leading number must not be
-      an ordinal that belongs to the name (`1e Jan van der Heijdenstraat 20`, `4th Avenue`) nor
-      the day of a date-named street (`3 Maja 12`, `18 Septemberplein 3`).
+      `306 / 39 London Circuit` → (`Rue de Rivoli`, `10`) ..., with the suffixes French,
+      Belgian and Italian numbers carry: `12 bis Rue Victor Hugo` → (`Rue Victor Hugo`,
+      `12 bis`), likewise `12bis`, `12-BIS`, `12 ter`, `12 quater`, `12 quinquies`, `12a`,
+      `12/A`, `10/B` and a standalone letter before a French, Belgian or Italian street type
+      (`12 A Rue X`, `12 B avenue Foch`; but `12 Allée X` → `12`, `1130 N Delaware St` → `1130`). The
+      leading number must not be an ordinal that belongs to the name
+      (`1e Jan van der Heijdenstraat 20`, `4th Avenue`) nor the day of a date-named street
+      (`3 Maja 12`, `18 Septemberplein 3`).
     - number last, as in most of Europe and Latin America: `Keizersgracht 123`,
       `Avenida Paulista, 1578`, `Via Roma n. 5`, with what may follow the number: a glued
-      suffix (`52A`, `7bis`), a range (`12-14`, `12 - 14`, `Str. 3/1`, `1-A`), an addition
-      after a space (`5 a`, `7 bis`, `123 III`), a Belgian box (`12 bus 3`) or a Spanish floor
-      (`C/ Alcalá 23, 2º`). The street keeps numbers of its own name (`Straße des 17. Juni 114`).
+      suffix (`52A`, `7bis`), a range (`12-14`, `12 - 14`, `Str. 3/1`, `1-A`, `10/B`,
+      `12-quater`), an addition after a space (`5 a`, `7 bis`, `123 III`), a Belgian box
+      (`12 bus 3`) or a Spanish floor (`C/ Alcalá 23, 2º`). The street keeps numbers of its
+      own name (`Straße des 17. Juni 114`).
     - otherwise the line is kept whole: `Lansdown Glade`, `Fifth Avenue`, `Postbus`, a line
       with only numbers (`123`), one whose last number belongs to a unit word
-      (`Main Street Apt 5`), or one with a unit before the number (`Flat 2, 10 Downing Street`).
+      (`Main Street Apt 5`), one with a unit before the number (`Flat 2, 10 Downing Street`),
+      or one that says it has no number (`Via Roma snc`, `Calle Mayor s/n`).
+
+    The number is returned as the shop wrote it, whitespace collapsed: `12bis`, `12 BIS` and
+    `12-bis` are not normalised (Sendcloud's `house_number` is free text with no length limit).
 
     The street always has a letter when a number is returned, both parts are substrings of the
     collapsed line, and a non-blank line never gives an empty street. Never raises.
