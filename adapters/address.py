@@ -68,47 +68,72 @@ _NUMBER_LAST = re.compile(
     re.IGNORECASE,
 )
 
+
+def _spellings(words: str) -> frozenset[str]:
+    """The words as shops write them: lower, Capitalised, Title and UPPER case, with and without
+    a final dot, so a look-up needs no per-call `lower()`."""
+    return frozenset(
+        form + dot
+        for word in words.split()
+        for form in (word, word.capitalize(), word.title(), word.upper())
+        for dot in ("", ".")
+    )
+
+
 #: Words that start a French, Belgian or Italian street's name and no English one: `rue`,
-#: `allée`, `chemin`, `quai`, `via`, `piazza`, `corso` ... and their abbreviations.
-_LATIN_STREET_TYPE = (
-    r"(?:rue|ruelle|allée|allee|chemin|impasse|quai|cours|chaussée|chaussee|drève|dreve"
-    r"|rond-point|résidence|residence|lieu-dit|sentier|hameau|lotissement|traverse|montée|montee"
-    r"|parvis|cité|cite|clos|domaine|faubourg|fbg|voie|venelle|bd|av|ch|imp|rte"
-    r"|viale|piazza|piazzale|corso|vicolo|largo|strada|contrada|località|localita|frazione"
-    r"|rua|carrer)\.?"
+#: `allée`, `chemin`, `quai`, `viale`, `piazza`, `corso` ... and their abbreviations.
+_LATIN_STREET_TYPES = _spellings(
+    "rue ruelle allée allee chemin impasse quai cours chaussée chaussee drève dreve rond-point"
+    " résidence residence lieu-dit sentier hameau lotissement traverse montée montee parvis cité"
+    " cite clos domaine faubourg fbg voie venelle bd av ch imp rte viale piazza piazzale corso"
+    " vicolo largo strada contrada località localita frazione rua carrer"
 )
 
 #: Street types that English-speaking countries use too (`Avenue`, `Place`, `Grand`, `Via`).
-_SHARED_STREET_TYPE = (
-    r"(?:avenue|boulevard|place|pl|route|square|sq|passage|promenade|esplanade|grand|grande"
-    r"|via|calle|avenida|plaza|paseo)\.?"
+_SHARED_STREET_TYPES = _spellings(
+    "avenue boulevard place pl route square sq passage promenade esplanade grand grande via calle avenida plaza paseo"
 )
 
-#: The rest of the line after a street type: at least one more letter (`Rue X`, `Grand'Rue`).
-_NAMED = rf"(?!\w).*{_LETTER}"
+#: Compass points, which start a street's name in the US (`1130 N Delaware St`, `W Avenue J`).
+_COMPASS = frozenset("NSEWOnsewo")
 
-#: A lone letter after a leading number and a space that belongs to the number: `12 A Rue X`.
-#: Only a standalone token (`12 Avenue Foch` keeps its `A`), and only before the street type that
-#: starts a French, Belgian or Italian street's name, with a name after it: in the US, Canada or
-#: the UK a lone letter there is a compass point or a lettered street (`1130 N Delaware St`,
-#: `100 C Street SE`, `1200 A Avenue`), and stays in the street. Before a type English-speaking
-#: countries share, a compass point is still the street's (`1234 W Avenue J`, `5 S Grand Ave`).
-_LONE_LETTER = (
-    rf"(?:{_LETTER}(?=,? {_LATIN_STREET_TYPE}{_NAMED})"
-    rf"|(?![nsewo]\b){_LETTER}(?=,? {_SHARED_STREET_TYPE}{_NAMED}))"
-)
+
+def _lone_letter(street: str) -> int:
+    """Where the street starts when its first token is a lone letter that belongs to the number
+    in front of it (`A Rue X` of `12 A Rue X` → 2, `A, rue X` → 3), else 0.
+
+    Only before the street type that starts a French, Belgian or Italian street's name, with a
+    name after it: in the US, Canada or the UK a lone letter there is a compass point or a
+    lettered street (`1130 N Delaware St`, `100 C Street SE`, `1200 A Avenue`), and stays in the
+    street; before a type English-speaking countries share, a compass point is still the street's
+    (`1234 W Avenue J`, `5 S Grand Ave`). Run only on a street whose second character is a space
+    or comma, so the common line pays for one comparison.
+    """
+    start = 2 if street[1] == " " else 3
+    if street[start - 1 : start] != " " or not street[0].isalpha():
+        return 0
+    end = street.find(" ", start)
+    kind = street[start:end] if end > 0 else street[start:]
+    if "'" in kind or "\u2019" in kind:  # `Grand'Rue`: the name is glued to the type
+        kind = kind.replace("\u2019", "'").partition("'")[0]
+    elif end < 0:  # the type alone, no name after it: `1200 A Avenue`
+        return 0
+    if kind in _LATIN_STREET_TYPES or (kind in _SHARED_STREET_TYPES and street[0] not in _COMPASS):
+        return start
+    return 0
+
 
 #: `<number>[,] <street>`: `10 Rue de Rivoli`, `221B Baker Street`, `12-14 Main St`,
 #: `306 / 39 London Circuit` (Australian unit / street number), and the suffixes of French,
 #: Belgian and Italian numbers: `12bis`, `12 BIS`, `12-bis`, `12 quater`, `12/A`, `10/B`,
-#: `12 A Rue X` (see `_LONE_LETTER`). Not an ordinal that starts a street's name:
+#: `12 A Rue X` (see `_lone_letter`). Not an ordinal that starts a street's name:
 #: `1e Jan van der Heijdenstraat`, `2ª Travessa` (`4th`, `1st`, `2nd` never match, as at most
 #: one letter, or a whole repetition suffix, may follow the digits). A suffix is only taken
 #: when a space or comma follows it, so it never takes the start of a street word
 #: (`12 Terrasse X`, `12 Allée X`).
 _NUMBER_FIRST = re.compile(
-    rf"(?!\d+[eºª]\b)(?P<number>\d+(?:{_REPEAT}|{_LETTER}?(?: ?{_DASH} ?\d+{_LETTER}?)?)"
-    rf"(?:{_DASH}{_REPEAT}|{_DASH}{_LETTER}| {_REPEAT}| {_LONE_LETTER})?),? (?P<street>.*{_LETTER}.*)",
+    rf"(?!\d+[eºª]\b)(?P<number>\d+(?:(?=[bBtTqQ]){_REPEAT}|{_LETTER}?(?: ?{_DASH} ?\d+{_LETTER}?)?)"
+    rf"(?:{_DASH}(?:{_REPEAT}|{_LETTER})| (?=[bBtTqQ]){_REPEAT})?),? (?P<street>.*{_LETTER}.*)",
     re.IGNORECASE,
 )
 
@@ -136,6 +161,8 @@ _UNIT_AT_END = re.compile(
 
 _HAS_LETTER = re.compile(_LETTER)
 _SEPARATORS = ", "
+#: What follows a lone letter at the start of a street: `A Rue X`, `A, rue X`.
+_LONE_LETTER_ENDS = (" ", ",")
 
 
 def split_street(line: str) -> tuple[str, str | None]:
@@ -177,7 +204,12 @@ def split_street(line: str) -> tuple[str, str | None]:
     if not _DATE_NAME.match(core):
         first = _NUMBER_FIRST.fullmatch(core)
         if first is not None:
-            return first.group("street").strip(_SEPARATORS), first.group("number")
+            street = first.group("street")
+            if street[1:2] in _LONE_LETTER_ENDS:
+                cut = _lone_letter(street)  # `12 A Rue X`: the `A` is the number's
+                if cut and first.start("street") == first.end("number") + 1:
+                    return street[cut:].strip(_SEPARATORS), core[: first.end("number") + 2]
+            return street.strip(_SEPARATORS), first.group("number")
     last = _NUMBER_LAST.fullmatch(core)
     if last is not None:
         street = last.group("street").strip(_SEPARATORS)
