@@ -80,21 +80,18 @@ def _spellings(words: str) -> frozenset[str]:
     )
 
 
-#: Words that start a French, Belgian or Italian street's name and no English one: `rue`,
-#: `allée`, `chemin`, `quai`, `viale`, `piazza`, `corso` ... and their abbreviations.
-_LATIN_STREET_TYPES = _spellings(
-    "rue ruelle allée allee chemin impasse quai cours chaussée chaussee drève dreve rond-point"
-    " résidence residence lieu-dit sentier hameau lotissement traverse montée montee parvis cité"
-    " cite clos domaine faubourg fbg voie venelle bd av ch imp rte viale piazza piazzale corso"
-    " vicolo largo strada contrada località localita frazione rua carrer"
+#: Words that start a French, Belgian or Italian street's name: `rue`, `allée`, `avenue`,
+#: `chemin`, `quai`, `via`, `piazza`, `corso` ... and their abbreviations.
+_STREET_TYPES = _spellings(
+    "rue ruelle allée allee avenue chemin impasse quai cours chaussée chaussee drève dreve"
+    " rond-point résidence residence lieu-dit sentier hameau lotissement traverse montée montee"
+    " parvis cité cite clos domaine faubourg fbg voie venelle boulevard place route square"
+    " passage promenade esplanade grand grande bd av ch imp pl rte sq via viale piazza piazzale"
+    " corso vicolo largo strada contrada località localita frazione calle avenida rua carrer"
 )
 
-#: Street types that English-speaking countries use too (`Avenue`, `Place`, `Grand`, `Via`).
-_SHARED_STREET_TYPES = _spellings(
-    "avenue boulevard place pl route square sq passage promenade esplanade grand grande via calle avenida plaza paseo"
-)
-
-#: Compass points, which start a street's name in the US (`1130 N Delaware St`, `W Avenue J`).
+#: Compass points, which start a street's name in the US (`1130 N Delaware St`, `W Avenue J`):
+#: never a suffix of the number.
 _COMPASS = frozenset("NSEWOnsewo")
 
 
@@ -103,11 +100,11 @@ def _lone_letter(street: str) -> int:
     in front of it (`A Rue X` of `12 A Rue X` → 2, `A, rue X` → 3), else 0.
 
     Only before the street type that starts a French, Belgian or Italian street's name, with a
-    name after it: in the US, Canada or the UK a lone letter there is a compass point or a
-    lettered street (`1130 N Delaware St`, `100 C Street SE`, `1200 A Avenue`), and stays in the
-    street; before a type English-speaking countries share, a compass point is still the street's
-    (`1234 W Avenue J`, `5 S Grand Ave`). Run only on a street whose second character is a space
-    or comma, so the common line pays for one comparison.
+    name after it, and never a compass point: in the US, Canada or the UK a lone letter after
+    the number is a compass point or a lettered street (`1130 N Delaware St`,
+    `100 C Street SE`, `1200 A Avenue`, `1234 W Avenue J`), and stays in the street. Run only on
+    a street whose second character is a space or comma and whose first is no compass point, so
+    the common line pays for one or two comparisons.
     """
     start = 2 if street[1] == " " else 3
     if street[start - 1 : start] != " " or not street[0].isalpha():
@@ -118,9 +115,7 @@ def _lone_letter(street: str) -> int:
         kind = kind.replace("\u2019", "'").partition("'")[0]
     elif end < 0:  # the type alone, no name after it: `1200 A Avenue`
         return 0
-    if kind in _LATIN_STREET_TYPES or (kind in _SHARED_STREET_TYPES and street[0] not in _COMPASS):
-        return start
-    return 0
+    return start if kind in _STREET_TYPES else 0
 
 
 #: `<number>[,] <street>`: `10 Rue de Rivoli`, `221B Baker Street`, `12-14 Main St`,
@@ -176,7 +171,8 @@ def split_street(line: str) -> tuple[str, str | None]:
       Belgian and Italian numbers carry: `12 bis Rue Victor Hugo` → (`Rue Victor Hugo`,
       `12 bis`), likewise `12bis`, `12-BIS`, `12 ter`, `12 quater`, `12 quinquies`, `12a`,
       `12/A`, `10/B` and a standalone letter before a French, Belgian or Italian street type
-      (`12 A Rue X`, `12 B avenue Foch`; but `12 Allée X` → `12`, `1130 N Delaware St` → `1130`). The
+      (`12 A Rue X`, `12 B avenue Foch`; but `12 Allée X` → `12`, and never a compass point:
+      `1130 N Delaware St` → `1130`). The
       leading number must not be an ordinal that belongs to the name
       (`1e Jan van der Heijdenstraat 20`, `4th Avenue`) nor the day of a date-named street
       (`3 Maja 12`, `18 Septemberplein 3`).
@@ -205,7 +201,7 @@ def split_street(line: str) -> tuple[str, str | None]:
         first = _NUMBER_FIRST.fullmatch(core)
         if first is not None:
             street = first.group("street")
-            if street[1:2] in _LONE_LETTER_ENDS:
+            if street[1:2] in _LONE_LETTER_ENDS and street[0] not in _COMPASS:
                 cut = _lone_letter(street)  # `12 A Rue X`: the `A` is the number's
                 if cut and first.start("street") == first.end("number") + 1:
                     return street[cut:].strip(_SEPARATORS), core[: first.end("number") + 2]

@@ -89,13 +89,13 @@ SPLITS = [
     ("12bistro Rue X", "12bistro Rue X", None),
     ("12 B Grand'Rue", "Grand'Rue", "12 B"),
     ("12 A Grande Rue", "Grande Rue", "12 A"),
-    ("12 E rue de la Gare", "rue de la Gare", "12 E"),
     ("4 c bd Voltaire", "bd Voltaire", "4 c"),
     ("4 C av. Jean Jaurès", "av. Jean Jaurès", "4 C"),
     ("3 B Via Roma", "Via Roma", "3 B"),
     ("3 B Piazza Navona", "Piazza Navona", "3 B"),
-    # ... only before a French, Belgian or Italian street type: in English-speaking countries a
-    # lone letter after the number is a compass point or a lettered street
+    # ... only before a French, Belgian or Italian street type, and never a compass point: in
+    # English-speaking countries a lone letter after the number is a compass point or a
+    # lettered street
     ("1130 N Delaware St", "N Delaware St", "1130"),
     ("81 A Lancaster Dr", "A Lancaster Dr", "81"),
     ("12 E Main Street", "E Main Street", "12"),
@@ -107,6 +107,7 @@ SPLITS = [
     ("1234 W Avenue J", "W Avenue J", "1234"),
     ("5 S Grand Ave", "S Grand Ave", "5"),
     ("12 A Rue", "A Rue", "12"),
+    ("12 E rue de la Gare", "E rue de la Gare", "12"),  # a compass point is never a suffix
     ("12e Arrondissement", "12e Arrondissement", None),
     # French, Belgian and Italian suffixes, number last
     ("Rue Victor Hugo 12 bis", "Rue Victor Hugo", "12 bis"),
