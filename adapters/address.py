@@ -34,12 +34,19 @@ _DASH = r"[-\u2013/]"
 #: The number itself, with letters glued to it: `5`, `52A`, `7bis`.
 _NUMBER = rf"\d+{_LETTER}*"
 
-#: A second number or a letter after a hyphen, dash or slash: `12-14`, `12 - 14`, `3/1`, `1-A`, `12-hs`.
-_RANGE = rf"(?: ?{_DASH} ?(?:{_NUMBER}|{_LETTER}{{1,3}}))"
+#: The Latin repetition suffixes of French, Belgian and Italian numbers (`12 bis` is the second
+#: house numbered 12, `12 ter` the third ...), in any case.
+_REPEAT = r"(?:bis|ter|quater|quinquies)"
 
-#: An addition after a space: one letter (`5 a`, `1 A`), `bis`/`ter`/`quater`, Dutch `hs`/`bg`
-#: (ground floor), a Roman floor number (`123 III`).
-_ADDITION = rf"(?: (?:{_LETTER}|bis|ter|quater|hs|bg|II|III|IV))"
+#: A second number, a repetition suffix or a letter after a hyphen, dash or slash: `12-14`,
+#: `12 - 14`, `3/1`, `1-A`, `10/B`, `10 / B`, `12-hs`, `12-quater`. Up to three letters only
+#: when glued to the dash: in `Keizersgracht 12 - Rue ...` the word after the spaced dash is not
+#: the number's.
+_RANGE = rf"(?:{_DASH}{_LETTER}{{1,3}}| ?{_DASH} ?(?:{_NUMBER}|{_REPEAT}|hs|bg|{_LETTER}))"
+
+#: An addition after a space: one letter (`5 a`, `1 A`), a repetition suffix (`7 bis`,
+#: `7 quinquies`), Dutch `hs`/`bg` (ground floor), a Roman floor number (`123 III`).
+_ADDITION = rf"(?: (?:{_LETTER}|{_REPEAT}|hs|bg|II|III|IV))"
 
 #: A Belgian box number: `12 bus 3`, `12 bte 3`, `12 boîte 3`, `12 box 3`, `12 b. 3`.
 _BOX = rf"(?: (?:bus|bte|bt|boîte|boite|box|b)\.? ?{_NUMBER})"
@@ -61,12 +68,67 @@ _NUMBER_LAST = re.compile(
     re.IGNORECASE,
 )
 
+
+def _spellings(words: str) -> frozenset[str]:
+    """The words as shops write them: lower, Capitalised, Title and UPPER case, with and without
+    a final dot, so a look-up needs no per-call `lower()`."""
+    return frozenset(
+        form + dot
+        for word in words.split()
+        for form in (word, word.capitalize(), word.title(), word.upper())
+        for dot in ("", ".")
+    )
+
+
+#: Words that start a French, Belgian or Italian street's name: `rue`, `allée`, `avenue`,
+#: `chemin`, `quai`, `via`, `piazza`, `corso` ... and their abbreviations.
+_STREET_TYPES = _spellings(
+    "rue ruelle allée allee avenue chemin impasse quai cours chaussée chaussee drève dreve"
+    " rond-point résidence residence lieu-dit sentier hameau lotissement traverse montée montee"
+    " parvis cité cite clos domaine faubourg fbg voie venelle boulevard place route square"
+    " passage promenade esplanade grand grande bd av ch imp pl rte sq via viale piazza piazzale"
+    " corso vicolo largo strada contrada località localita frazione calle avenida rua carrer"
+)
+
+#: Compass points, which start a street's name in the US (`1130 N Delaware St`, `W Avenue J`):
+#: never a suffix of the number.
+_COMPASS = frozenset("NSEWOnsewo")
+
+
+def _lone_letter(street: str) -> int:
+    """Where the street starts when its first token is a lone letter that belongs to the number
+    in front of it (`A Rue X` of `12 A Rue X` → 2, `A, rue X` → 3), else 0.
+
+    Only before the street type that starts a French, Belgian or Italian street's name, with a
+    name after it, and never a compass point: in the US, Canada or the UK a lone letter after
+    the number is a compass point or a lettered street (`1130 N Delaware St`,
+    `100 C Street SE`, `1200 A Avenue`, `1234 W Avenue J`), and stays in the street. Run only on
+    a street whose second character is a space or comma and whose first is no compass point, so
+    the common line pays for one or two comparisons.
+    """
+    start = 2 if street[1] == " " else 3
+    if street[start - 1 : start] != " " or not street[0].isalpha():
+        return 0
+    end = street.find(" ", start)
+    kind = street[start:end] if end > 0 else street[start:]
+    if "'" in kind or "\u2019" in kind:  # `Grand'Rue`: the name is glued to the type
+        kind = kind.replace("\u2019", "'").partition("'")[0]
+    elif end < 0:  # the type alone, no name after it: `1200 A Avenue`
+        return 0
+    return start if kind in _STREET_TYPES else 0
+
+
 #: `<number>[,] <street>`: `10 Rue de Rivoli`, `221B Baker Street`, `12-14 Main St`,
-#: `306 / 39 London Circuit` (Australian unit / street number). Not an ordinal that starts a
-#: street's name: `1e Jan van der Heijdenstraat`, `2ª Travessa` (`4th`, `1st`, `2nd` never match,
-#: as at most one letter may follow the digits).
+#: `306 / 39 London Circuit` (Australian unit / street number), and the suffixes of French,
+#: Belgian and Italian numbers: `12bis`, `12 BIS`, `12-bis`, `12 quater`, `12/A`, `10/B`,
+#: `12 A Rue X` (see `_lone_letter`). Not an ordinal that starts a street's name:
+#: `1e Jan van der Heijdenstraat`, `2ª Travessa` (`4th`, `1st`, `2nd` never match, as at most
+#: one letter, or a whole repetition suffix, may follow the digits). A suffix is only taken
+#: when a space or comma follows it, so it never takes the start of a street word
+#: (`12 Terrasse X`, `12 Allée X`).
 _NUMBER_FIRST = re.compile(
-    rf"(?!\d+[eºª]\b)(?P<number>\d+{_LETTER}?(?: ?{_DASH} ?\d+{_LETTER}?)?),? (?P<street>.*{_LETTER}.*)",
+    rf"(?!\d+[eºª]\b)(?P<number>\d+(?:(?=[bBtTqQ]){_REPEAT}|{_LETTER}?(?: ?{_DASH} ?\d+{_LETTER}?)?)"
+    rf"(?:{_DASH}(?:{_REPEAT}|{_LETTER})| (?=[bBtTqQ]){_REPEAT})?),? (?P<street>.*{_LETTER}.*)",
     re.IGNORECASE,
 )
 
@@ -94,6 +156,8 @@ _UNIT_AT_END = re.compile(
 
 _HAS_LETTER = re.compile(_LETTER)
 _SEPARATORS = ", "
+#: What follows a lone letter at the start of a street: `A Rue X`, `A, rue X`.
+_LONE_LETTER_ENDS = (" ", ",")
 
 
 def split_street(line: str) -> tuple[str, str | None]:
@@ -103,17 +167,28 @@ def split_street(line: str) -> tuple[str, str | None]:
     The conventions, tried in this order:
 
     - number first, as in France, the UK and the US: `10 Rue de Rivoli`, `221B Baker Street`,
-      `306 / 39 London Circuit` → (`Rue de Rivoli`, `10`) ... The leading number must not be
-      an ordinal that belongs to the name (`1e Jan van der Heijdenstraat 20`, `4th Avenue`) nor
-      the day of a date-named street (`3 Maja 12`, `18 Septemberplein 3`).
+      `306 / 39 London Circuit` → (`Rue de Rivoli`, `10`) ..., with the suffixes French,
+      Belgian and Italian numbers carry: `12 bis Rue Victor Hugo` → (`Rue Victor Hugo`,
+      `12 bis`), likewise `12bis`, `12-BIS`, `12 ter`, `12 quater`, `12 quinquies`, `12a`,
+      `12/A`, `10/B` and a standalone letter before a French, Belgian or Italian street type
+      (`12 A Rue X`, `12 B avenue Foch`; but `12 Allée X` → `12`, and never a compass point:
+      `1130 N Delaware St` → `1130`). The
+      leading number must not be an ordinal that belongs to the name
+      (`1e Jan van der Heijdenstraat 20`, `4th Avenue`) nor the day of a date-named street
+      (`3 Maja 12`, `18 Septemberplein 3`).
     - number last, as in most of Europe and Latin America: `Keizersgracht 123`,
       `Avenida Paulista, 1578`, `Via Roma n. 5`, with what may follow the number: a glued
-      suffix (`52A`, `7bis`), a range (`12-14`, `12 - 14`, `Str. 3/1`, `1-A`), an addition
-      after a space (`5 a`, `7 bis`, `123 III`), a Belgian box (`12 bus 3`) or a Spanish floor
-      (`C/ Alcalá 23, 2º`). The street keeps numbers of its own name (`Straße des 17. Juni 114`).
+      suffix (`52A`, `7bis`), a range (`12-14`, `12 - 14`, `Str. 3/1`, `1-A`, `10/B`,
+      `12-quater`), an addition after a space (`5 a`, `7 bis`, `123 III`), a Belgian box
+      (`12 bus 3`) or a Spanish floor (`C/ Alcalá 23, 2º`). The street keeps numbers of its
+      own name (`Straße des 17. Juni 114`).
     - otherwise the line is kept whole: `Lansdown Glade`, `Fifth Avenue`, `Postbus`, a line
       with only numbers (`123`), one whose last number belongs to a unit word
-      (`Main Street Apt 5`), or one with a unit before the number (`Flat 2, 10 Downing Street`).
+      (`Main Street Apt 5`), one with a unit before the number (`Flat 2, 10 Downing Street`),
+      or one that says it has no number (`Via Roma snc`, `Calle Mayor s/n`).
+
+    The number is returned as the shop wrote it, whitespace collapsed: `12bis`, `12 BIS` and
+    `12-bis` are not normalised (Sendcloud's `house_number` is free text with no length limit).
 
     The street always has a letter when a number is returned, both parts are substrings of the
     collapsed line, and a non-blank line never gives an empty street. Never raises.
@@ -125,7 +200,12 @@ def split_street(line: str) -> tuple[str, str | None]:
     if not _DATE_NAME.match(core):
         first = _NUMBER_FIRST.fullmatch(core)
         if first is not None:
-            return first.group("street").strip(_SEPARATORS), first.group("number")
+            street = first.group("street")
+            if street[1:2] in _LONE_LETTER_ENDS and street[0] not in _COMPASS:
+                cut = _lone_letter(street)  # `12 A Rue X`: the `A` is the number's
+                if cut and first.start("street") == first.end("number") + 1:
+                    return street[cut:].strip(_SEPARATORS), core[: first.end("number") + 2]
+            return street.strip(_SEPARATORS), first.group("number")
     last = _NUMBER_LAST.fullmatch(core)
     if last is not None:
         street = last.group("street").strip(_SEPARATORS)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from adapters.address import build_address, country, house_number_from_meta, split_street, subdivision
@@ -54,6 +56,89 @@ SPLITS = [
     ("Keizersgracht 123 hs", "Keizersgracht", "123 hs"),
     ("C/ Alcalá 23, 2º", "C/ Alcalá", "23, 2º"),
     ("Calle Mayor 5, 3º B", "Calle Mayor", "5, 3º B"),
+    # French, Belgian and Italian suffixes, number first: the suffix belongs to the number
+    ("12 bis Rue Victor Hugo", "Rue Victor Hugo", "12 bis"),
+    ("12bis Rue Victor Hugo", "Rue Victor Hugo", "12bis"),
+    ("12 BIS Rue Victor Hugo", "Rue Victor Hugo", "12 BIS"),
+    ("12-bis Rue Victor Hugo", "Rue Victor Hugo", "12-bis"),
+    ("12 Bis, rue Victor Hugo", "rue Victor Hugo", "12 Bis"),
+    ("3 ter avenue Foch", "avenue Foch", "3 ter"),
+    ("3TER avenue Foch", "avenue Foch", "3TER"),
+    ("7 quater Boulevard Haussmann", "Boulevard Haussmann", "7 quater"),
+    ("7-quater Boulevard Haussmann", "Boulevard Haussmann", "7-quater"),
+    ("9 quinquies Chemin des Vignes", "Chemin des Vignes", "9 quinquies"),
+    ("9Quinquies Chemin des Vignes", "Chemin des Vignes", "9Quinquies"),
+    ("12 A Rue Victor Hugo", "Rue Victor Hugo", "12 A"),
+    ("12 a, rue Victor Hugo", "rue Victor Hugo", "12 a"),
+    ("12a Rue Victor Hugo", "Rue Victor Hugo", "12a"),
+    ("12/A Rue Victor Hugo", "Rue Victor Hugo", "12/A"),
+    ("12-A Rue Victor Hugo", "Rue Victor Hugo", "12-A"),
+    ("10/B Via Roma", "Via Roma", "10/B"),
+    ("12-14 Rue Victor Hugo", "Rue Victor Hugo", "12-14"),
+    ("12-14 bis Rue Victor Hugo", "Rue Victor Hugo", "12-14 bis"),
+    ("  12   bis   Rue Victor Hugo ", "Rue Victor Hugo", "12 bis"),
+    # ... but a suffix is a whole token: never the start of a street word
+    ("12 Avenue Foch", "Avenue Foch", "12"),
+    ("12 A Avenue Foch", "Avenue Foch", "12 A"),
+    ("12 Allée des Tilleuls", "Allée des Tilleuls", "12"),
+    ("12 Terrasse des Feuillants", "Terrasse des Feuillants", "12"),
+    ("12 ter Terrasse des Feuillants", "Terrasse des Feuillants", "12 ter"),
+    ("12 Bisson Street", "Bisson Street", "12"),
+    ("12 Quai de la Tournelle", "Quai de la Tournelle", "12"),
+    ("12 Quatre Vents", "Quatre Vents", "12"),
+    ("12bistro Rue X", "12bistro Rue X", None),
+    ("12 B Grand'Rue", "Grand'Rue", "12 B"),
+    ("12 A Grande Rue", "Grande Rue", "12 A"),
+    ("4 c bd Voltaire", "bd Voltaire", "4 c"),
+    ("4 C av. Jean Jaurès", "av. Jean Jaurès", "4 C"),
+    ("3 B Via Roma", "Via Roma", "3 B"),
+    ("3 B Piazza Navona", "Piazza Navona", "3 B"),
+    # ... only before a French, Belgian or Italian street type, and never a compass point: in
+    # English-speaking countries a lone letter after the number is a compass point or a
+    # lettered street
+    ("1130 N Delaware St", "N Delaware St", "1130"),
+    ("81 A Lancaster Dr", "A Lancaster Dr", "81"),
+    ("12 E Main Street", "E Main Street", "12"),
+    ("12 w 45th Street", "w 45th Street", "12"),
+    ("5 O Street", "O Street", "5"),
+    ("100 C Street SE", "C Street SE", "100"),
+    ("1500 A Ave NE", "A Ave NE", "1500"),
+    ("1200 A Avenue", "A Avenue", "1200"),
+    ("1234 W Avenue J", "W Avenue J", "1234"),
+    ("5 S Grand Ave", "S Grand Ave", "5"),
+    ("12 A Rue", "A Rue", "12"),
+    ("12 E rue de la Gare", "E rue de la Gare", "12"),  # a compass point is never a suffix
+    ("12e Arrondissement", "12e Arrondissement", None),
+    # French, Belgian and Italian suffixes, number last
+    ("Rue Victor Hugo 12 bis", "Rue Victor Hugo", "12 bis"),
+    ("Rue Victor Hugo 12bis", "Rue Victor Hugo", "12bis"),
+    ("Rue Victor Hugo 12 BIS", "Rue Victor Hugo", "12 BIS"),
+    ("Rue Victor Hugo 12-bis", "Rue Victor Hugo", "12-bis"),
+    ("Rue Victor Hugo, 12 ter", "Rue Victor Hugo", "12 ter"),
+    ("Rue Victor Hugo 12 quater", "Rue Victor Hugo", "12 quater"),
+    ("Rue Victor Hugo 12-quater", "Rue Victor Hugo", "12-quater"),
+    ("Rue Victor Hugo 12 quinquies", "Rue Victor Hugo", "12 quinquies"),
+    ("Rue Victor Hugo 12-Quinquies", "Rue Victor Hugo", "12-Quinquies"),
+    ("Rue Victor Hugo 12 A", "Rue Victor Hugo", "12 A"),
+    ("Rue Victor Hugo 12/A", "Rue Victor Hugo", "12/A"),
+    ("Via Roma 10/B", "Via Roma", "10/B"),
+    ("Via Roma, 10/b", "Via Roma", "10/b"),
+    ("Via Roma 10 bis", "Via Roma", "10 bis"),
+    ("Via Roma 10/bis", "Via Roma", "10/bis"),
+    ("Kerkstraat 12A", "Kerkstraat", "12A"),
+    ("Kerkstraat 12a", "Kerkstraat", "12a"),
+    ("Kerkstraat 12-14", "Kerkstraat", "12-14"),
+    ("Rue de la Loi 16 bis bte 3", "Rue de la Loi", "16 bis bte 3"),
+    ("Via Roma 10 / B", "Via Roma", "10 / B"),
+    ("Via Roma 10 - bis", "Via Roma", "10 - bis"),
+    ("Keizersgracht 12 - Rue", "Keizersgracht 12 - Rue", None),
+    # no number: `s/n` (sin número), `snc` (senza numero civico)
+    ("Via Roma snc", "Via Roma snc", None),
+    ("Via Roma, snc", "Via Roma, snc", None),
+    ("Via Roma SNC", "Via Roma SNC", None),
+    ("Calle Mayor s/n", "Calle Mayor s/n", None),
+    ("Calle Mayor, S/N", "Calle Mayor, S/N", None),
+    ("Località Piano snc", "Località Piano snc", None),
     # units
     ("306 / 39 London Circuit", "London Circuit", "306 / 39"),
     ("596 / 87 Fcebtf Lfgkqiz", "Fcebtf Lfgkqiz", "596 / 87"),
@@ -93,25 +178,91 @@ def test_split_street(line: str, street: str, number: str | None) -> None:
     assert split_street(line) == (street, number)
 
 
+#: What may stand between the street and the number: spaces and commas, and a number mark
+#: (`Nr.`, `n.`, `nº`) that the split drops.
+_BETWEEN = re.compile(r"[ ,]*(?:(?:(?:nr|no|n[º°])\.?|n\.) ?)?", re.IGNORECASE)
+
+
+def _assert_only_cut(line: str, street: str, number: str | None) -> None:
+    """The split only cuts the line in two: `street` and `number` are its two ends, in order,
+    with nothing between them but separators, so no character moved from one to the other."""
+    collapsed = " ".join(line.split())
+    core = collapsed.strip(", ")
+    if number is None:
+        assert street == (core or collapsed)
+        return
+    assert number
+    assert street
+    assert len(street) + len(number) <= len(core)
+    first = core.startswith(number) and core.endswith(street)
+    last = core.startswith(street) and core.endswith(number)
+    assert (first and _BETWEEN.fullmatch(core[len(number) : len(core) - len(street)]) is not None) or (
+        last and _BETWEEN.fullmatch(core[len(street) : len(core) - len(number)]) is not None
+    )
+
+
 @given(st.text())
 def test_split_street_any_text(line: str) -> None:
     """Any text splits without raising, keeps a street when not blank, and only cuts the line apart."""
     street, number = split_street(line)
-    collapsed = " ".join(line.split())
-    if collapsed:
-        assert street
-    if number is not None:
-        assert number
-        assert street in collapsed
-        assert number in collapsed
+    _assert_only_cut(line, street, number)
 
 
-WORDS = st.sampled_from(
-    ["Keizersgracht", "Baker", "Street", "Rue", "de", "la", "Paix", "Hauptstraße", "Górna", "Avenida", "van", "Église"]
-)
+#: Street words. Some start like a suffix or a letter that may follow a number (`Allée`,
+#: `Avenue`, `Terrasse`, `Bisson`, `Quatre`, `Quinconce`), to catch a split that takes the start
+#: of a word; none is a suffix itself or a single letter (`12 A Rue` is a suffix, by design).
+STREET_WORDS = [
+    "Keizersgracht",
+    "Baker",
+    "Street",
+    "Rue",
+    "rue",
+    "RUE",
+    "de",
+    "la",
+    "Paix",
+    "Hauptstraße",
+    "Górna",
+    "Avenida",
+    "van",
+    "Église",
+    "Victor",
+    "Hugo",
+    "Allée",
+    "Avenue",
+    "avenue",
+    "Terrasse",
+    "Bisson",
+    "bissectrice",
+    "Quatre",
+    "Quinconce",
+    "Termini",
+    "Via",
+    "Roma",
+    "Bd",
+    "Ave",
+    "Sainte-Anne",
+    "d'Ivry",
+]
+WORDS = st.sampled_from(STREET_WORDS)
 STREETS = st.lists(WORDS, min_size=1, max_size=4).map(" ".join)
 NUMBERS = st.builds(
     lambda number, suffix: f"{number}{suffix}", st.integers(1, 99999), st.sampled_from(["", "a", "B", "bis", "-2"])
+)
+#: `bis`, `ter`, `quater`, `quinquies` in the cases people write them.
+REPEATS = st.sampled_from(["bis", "ter", "quater", "quinquies"]).flatmap(
+    lambda word: st.sampled_from([word, word.upper(), word.capitalize()])
+)
+#: Everything that may follow the digits of a house number, as the shop wrote it: nothing, a
+#: glued letter (not `e`: `12e` is an ordinal), a repetition suffix glued, after a space or a
+#: hyphen, a letter after a space (not a compass point: `12 N Main St`), a slash or a hyphen,
+#: or a second number (a range).
+SUFFIXES = st.one_of(
+    st.just(""),
+    st.sampled_from("abcdfghABCDFGHé"),
+    st.builds(lambda sep, word: sep + word, st.sampled_from(["", " ", "-"]), REPEATS),
+    st.builds(lambda sep, letter: sep + letter, st.sampled_from([" ", "/", "-"]), st.sampled_from("abcdABCDFGHKé")),
+    st.builds(lambda end: f"-{end}", st.integers(1, 999)),
 )
 
 
@@ -125,6 +276,48 @@ def test_split_street_number_last(street: str, number: str) -> None:
 def test_split_street_number_first(street: str, number: int, suffix: str) -> None:
     """`<number> <street>` gives the street and the number back."""
     assert split_street(f"{number}{suffix} {street}") == (street, f"{number}{suffix}")
+
+
+#: Words that start a French, Belgian or Italian street's name: a lone letter before one of them
+#: is the number's (`12 A Rue X`), before any other word the street's (`1130 N Delaware St`).
+STREET_TYPES = ["Rue", "rue", "RUE", "Allée", "Avenue", "avenue", "Bd", "Chemin", "Quai", "Via", "Piazza", "Grande"]
+FIRST_STREETS = st.one_of(
+    STREETS, st.builds(lambda kind, name: f"{kind} {name}", st.sampled_from(STREET_TYPES), STREETS)
+)
+
+
+@given(FIRST_STREETS, st.integers(1, 9999), SUFFIXES, st.sampled_from([" ", ", "]))
+def test_split_street_number_first_suffix(street: str, number: int, suffix: str, separator: str) -> None:
+    """`<number><suffix>[,] <street>`: the suffix stays with the number, the street stays whole."""
+    lone_letter = len(suffix) == 2 and suffix[0] == " "
+    assume(not lone_letter or (street.split()[0] in STREET_TYPES and " " in street))
+    assert split_street(f"{number}{suffix}{separator}{street}") == (street, f"{number}{suffix}")
+
+
+@given(STREETS, st.integers(1, 9999), SUFFIXES, st.sampled_from([" ", ", "]))
+def test_split_street_number_last_suffix(street: str, number: int, suffix: str, separator: str) -> None:
+    """`<street>[,] <number><suffix>`: the suffix stays with the number, the street stays whole."""
+    assert split_street(f"{street}{separator}{number}{suffix}") == (street, f"{number}{suffix}")
+
+
+#: Tokens of a line: street words, numbers, suffixes, letters, "no number" marks and commas, in
+#: any order.
+TOKENS = st.one_of(
+    WORDS,
+    st.integers(0, 999).map(str),
+    REPEATS,
+    st.sampled_from(["A", "b", "N", "s/n", "snc", "SNC", "bus", "nr.", ",", "-", "/", "12bis", "10/B", "12-14"]),
+)
+
+
+@given(st.lists(TOKENS, max_size=7).map(" ".join))
+def test_split_street_token_soup(line: str) -> None:
+    """Whatever the order of the tokens: the line is only cut in two, and no street word ever
+    ends up in the house number."""
+    street, number = split_street(line)
+    _assert_only_cut(line, street, number)
+    if number is not None:
+        assert not set(re.split(r"[ ,/-]+", number)) & set(STREET_WORDS)
 
 
 # ---------------------------------------------------------------- house_number_from_meta
