@@ -119,6 +119,8 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 _COUNTERS = ("accepted", "sent", "superseded", "dead_lettered", "seq", "sent_seq")
 
 _ENTRY_COLUMNS = "platform, updated_at, seq, received_at, digest, delivery_id, body, compressed"
+#: the same columns with an empty body in its place: what the mirror reads of a pending row
+_BODILESS_COLUMNS = "platform, updated_at, seq, received_at, digest, delivery_id, x'', compressed"
 _UPSERT_PENDING = (
     "INSERT INTO pending (integration_id, order_id, position, " + _ENTRY_COLUMNS + ") "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (integration_id, order_id) DO UPDATE SET "
@@ -147,6 +149,15 @@ def _entry_values(entry: Entry) -> tuple[Any, ...]:
         order.data,
         int(order.compressed),
     )
+
+
+_NO_BODY = b""
+
+
+def _bodiless(entry: Entry) -> Entry:
+    """The mirror's copy of a pending entry: everything but the order's JSON, which stays in the
+    file until the entry is taken (so the process holds metadata, not orders)."""
+    return entry._replace(order=EncodedOrder(entry.order_id, _NO_BODY, entry.order.compressed))
 
 
 def _entry(integration_id: int, order_id: str, row: Sequence[Any]) -> Entry:
@@ -234,7 +245,10 @@ def _run_script(connection: sqlite3.Connection, script: str) -> None:
 class _Job:
     ops: list[Op]
     epoch: int
-    future: asyncio.Future[None]
+    future: asyncio.Future[list[Any]]
+    #: a query run after `ops`, in the same transaction: its rows are the future's result
+    read: Op | None = None
+    rows: list[Any] | None = None
 
 
 class _Writer:
@@ -251,12 +265,12 @@ class _Writer:
         self._thread = threading.Thread(target=self._run, name="order-bridge-sqlite-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, ops: list[Op], epoch: int) -> asyncio.Future[None]:
-        """Queue `ops` for the next transaction; the future (of the running loop) resolves once
-        it committed, or fails with `StoreUnavailable`."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def submit(self, ops: list[Op], epoch: int, read: Op | None = None) -> asyncio.Future[list[Any]]:
+        """Queue `ops` (and then `read`) for the next transaction; the future (of the running
+        loop) gives `read`'s rows once it committed, or fails with `StoreUnavailable`."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self.outstanding += 1
-        self._queue.put(_Job(ops, epoch, future))
+        self._queue.put(_Job(ops, epoch, future, read))
         return future
 
     def stop(self) -> None:
@@ -294,7 +308,7 @@ class _Writer:
             if job.epoch <= failed_epoch:
                 job.future.set_exception(StoreUnavailable(error or "an earlier write failed"))
             else:
-                job.future.set_result(None)
+                job.future.set_result(job.rows or [])
 
     def _commit(self, jobs: list[_Job]) -> str | None:
         if not jobs:
@@ -305,6 +319,8 @@ class _Writer:
             for job in jobs:
                 for sql, params in job.ops:
                     connection.execute(sql, params)
+                if job.read is not None:
+                    job.rows = connection.execute(*job.read).fetchall()
             connection.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -404,7 +420,7 @@ class SqliteStore:
             self._front = {}
             unsettled = 0
             for integration_id, order_id, position, *row in reader.execute(
-                "SELECT integration_id, order_id, position, " + _ENTRY_COLUMNS + " FROM pending ORDER BY position"
+                "SELECT integration_id, order_id, position, " + _BODILESS_COLUMNS + " FROM pending ORDER BY position"
             ):
                 mem._lane(integration_id).pending[order_id] = _entry(integration_id, order_id, row)
                 self._front.setdefault(integration_id, position)
@@ -452,10 +468,10 @@ class SqliteStore:
 
     # ------------------------------------------------------------ writing
 
-    async def _commit(self, ops: list[Op]) -> None:
+    async def _commit(self, ops: list[Op], read: Op | None = None) -> list[Any]:
         epoch = self._epoch
         try:
-            await self._writer.submit(ops, epoch)
+            rows = await self._writer.submit(ops, epoch, read)
         except StoreUnavailable:
             if epoch == self._epoch:  # the first failure of this epoch: the mirror goes back to the file
                 self._available = False
@@ -463,6 +479,7 @@ class SqliteStore:
                 self._reload()
             raise
         self._available = True
+        return rows
 
     def _counters(self, *names: str) -> list[Op]:
         values = {"seq": self._mem._seq, "sent_seq": self._sent_seq, **self._ledger_counts()}
@@ -496,6 +513,7 @@ class SqliteStore:
                 )
             ]
             ops += self._counters("accepted", "superseded", "seq")
+        self._mem._lanes[integration_id].pending[order_id] = _bodiless(entry)
         await self._commit(ops)
         return result
 
@@ -506,25 +524,39 @@ class SqliteStore:
         batch = await self._mem.take(integration_id, limit, batch_id=batch_id, attempt=attempt)
         if batch is None:
             return None
+        # The mirror holds no order bodies: the file's rows move to in_flight and their bodies come
+        # back from the same transaction, after every write queued before this one.
         ops: list[Op] = []
         for idx, entry in enumerate(batch.entries):
             ops.append(
                 (
                     "INSERT INTO in_flight (integration_id, order_id, batch_id, attempt, idx, " + _ENTRY_COLUMNS + ") "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (integration_id, entry.order_id, batch.id, batch.attempt, idx, *_entry_values(entry)),
+                    "SELECT integration_id, order_id, ?, ?, ?, " + _ENTRY_COLUMNS + " FROM pending "
+                    "WHERE integration_id = ? AND order_id = ?",
+                    (batch.id, batch.attempt, idx, integration_id, entry.order_id),
                 )
             )
-            ops.append(
-                ("DELETE FROM pending WHERE integration_id = ? AND order_id = ?", (integration_id, entry.order_id))
-            )
-        await self._commit(ops)
-        return batch
+            ops.append((_DELETE_PENDING, (integration_id, entry.order_id)))
+        read: Op = (
+            "SELECT order_id, body, compressed FROM in_flight WHERE integration_id = ? AND batch_id = ?",
+            (integration_id, batch.id),
+        )
+        bodies = {
+            order_id: (bytes(body), bool(compressed)) for order_id, body, compressed in await self._commit(ops, read)
+        }
+        entries = tuple(
+            entry._replace(order=EncodedOrder(entry.order_id, *bodies[entry.order_id])) for entry in batch.entries
+        )
+        full = Batch(batch.id, integration_id, entries, batch.attempt)
+        lane = self._mem._lanes[integration_id]
+        lane.flying, lane.flying_ids = full, {entry.order_id: entry for entry in entries}
+        return full
 
     async def settle(self, batch: Batch, settlement: Settlement) -> Settled:
         settled = await self._mem.settle(batch, settlement)
         integration_id = batch.integration_id
-        ops: list[Op] = [("DELETE FROM in_flight WHERE integration_id = ?", (integration_id,))]
+        ops = self._front_ops(integration_id, settlement.retry)
+        ops.append(("DELETE FROM in_flight WHERE integration_id = ?", (integration_id,)))
         for entry in settlement.sent:
             self._sent_seq += 1
             ops.append(
@@ -544,24 +576,43 @@ class SqliteStore:
                     (integration_id, self._sent_seq - self._remember),
                 )
             )
-        ops += self._front_ops(integration_id, settlement.retry)
         ops += self._letter_ops(settlement.dead, settled.evicted)
         ops += self._counters("sent", "dead_lettered", "superseded", "sent_seq")
         await self._commit(ops)
         return settled
 
     def _front_ops(self, integration_id: int, retried: Iterable[Entry]) -> list[Op]:
-        """The retried orders (or the newer versions that replaced them), back in front of the line."""
+        """The retried orders back in front of the line: a retried row goes from in_flight back to
+        pending (run these before in_flight is cleared); where a newer version of the order was
+        pending meanwhile, that row takes the place instead, with the older one's receipt time."""
         pending = self._mem._lanes[integration_id].pending
-        order_ids = [entry.order_id for entry in retried]
+        retried = list(retried)
         front = self._front.get(integration_id, 0.0)
         ops: list[Op] = []
-        for place, order_id in enumerate(order_ids):
+        for place, old in enumerate(retried):
+            order_id = old.order_id
             entry = pending[order_id]
-            position = front - len(order_ids) + place
-            ops.append((_UPSERT_PENDING, (integration_id, order_id, position, *_entry_values(entry))))
-        if order_ids:
-            self._front[integration_id] = front - len(order_ids)
+            position = front - len(retried) + place
+            if entry.seq == old.seq:  # the retried version itself
+                ops.append((_DELETE_PENDING, (integration_id, order_id)))
+                ops.append(
+                    (
+                        "INSERT INTO pending (integration_id, order_id, position, " + _ENTRY_COLUMNS + ") "
+                        "SELECT integration_id, order_id, ?, " + _ENTRY_COLUMNS + " FROM in_flight "
+                        "WHERE integration_id = ? AND order_id = ?",
+                        (position, integration_id, order_id),
+                    )
+                )
+            else:  # superseded by the newer version already in the file
+                ops.append(
+                    (
+                        "UPDATE pending SET position = ?, received_at = ? WHERE integration_id = ? AND order_id = ?",
+                        (position, entry.received_at, integration_id, order_id),
+                    )
+                )
+            pending[order_id] = _bodiless(entry)
+        if retried:
+            self._front[integration_id] = front - len(retried)
         return ops
 
     def _letter_ops(self, letters: Sequence[DeadLetter], evicted: Sequence[DeadLetter]) -> list[Op]:
@@ -608,8 +659,8 @@ class SqliteStore:
             if batch is None:
                 continue
             await self._mem.settle(batch, Settlement((), (), (), batch.entries))
-            ops: list[Op] = [("DELETE FROM in_flight WHERE integration_id = ?", (integration_id,))]
-            ops += self._front_ops(integration_id, batch.entries)
+            ops = self._front_ops(integration_id, batch.entries)
+            ops.append(("DELETE FROM in_flight WHERE integration_id = ?", (integration_id,)))
             ops += self._counters("superseded")
             await self._commit(ops)
             recovered.append(batch)
