@@ -10,44 +10,28 @@ import asyncio
 import subprocess
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 
 import msgspec
 import pytest
 from structlog.testing import capture_logs
 
-from adapters import get_adapter
 from adapters.sendcloud import EncodedOrder, Order, encode_order, encode_orders
 from service.buffer import Buffer, BufferClosed, BufferFull, BufferSettings, Lane
 from service.metrics import Metrics
 from service.sender import Rejection, SendOutcome, SendResult
 from service.settlement import settle
-from service.store import AddResult, Arrival, Batch, Entry, Settlement, digest
+from service.store import AddResult, Batch, Entry, Settlement, digest
 from service.store.memory import MemoryStore
 from service.store.sqlite import SqliteStore
 from tests.fakeclock import WALL_START, FakeClock
 from tests.stores import StoreFactory
-
-FIXTURE = (
-    Path(__file__).parent
-    / "fixtures"
-    / "shopify"
-    / "shopify_python_api__order_1001_us_authorized_3items__rest_envelope.json"
-)
-BASE = get_adapter("shopify").translate(FIXTURE.read_bytes(), 7)
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
+from tests.versions import T0, arrival, order
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def order(order_id: str, minute: int = 0) -> Order:
-    """A copy of the base order with another id and update time."""
-    details = msgspec.structs.replace(BASE.order_details, order_updated_at=T0 + timedelta(minutes=minute))
-    return msgspec.structs.replace(BASE, order_id=order_id, order_details=details)
 
 
 def updated_at(sent: EncodedOrder) -> datetime | None:
@@ -109,27 +93,6 @@ async def make_buffer(
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def arrival(order_id: str, minute: int = 0, *, received: float = 0.0, number: str | None = None) -> Arrival:
-    placed = order(order_id, minute)
-    if number is not None:
-        placed = msgspec.structs.replace(placed, order_number=number)
-    return Arrival(7, "shopify", encode_order(placed), (T0 + timedelta(minutes=minute)).timestamp(), received)
-
-
-async def take(store: MemoryStore, limit: int = 100, batch_id: str = "b1") -> Batch:
-    batch = await store.take(7, limit, batch_id=batch_id, attempt=1)
-    assert batch is not None
-    return batch
-
-
-def sent(batch: Batch) -> Settlement:
-    return Settlement(batch.entries, (), (), ())
-
-
-def retried(batch: Batch) -> Settlement:
-    return Settlement((), (), (), batch.entries)
 
 
 # ---------------------------------------------------------------- settlement (pure)

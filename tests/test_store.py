@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-import msgspec
 import pytest
 
-from adapters import get_adapter
-from adapters.sendcloud import Order, encode_order
+from adapters.sendcloud import encode_order
 from service.store import (
     AddResult,
     Arrival,
@@ -27,15 +25,7 @@ from service.store import (
 from service.store.memory import MemoryStore
 from service.store.sqlite import SCHEMA_VERSION, SqliteStore, summarize
 from tests.stores import StoreFactory
-
-FIXTURE = (
-    Path(__file__).parent
-    / "fixtures"
-    / "shopify"
-    / "shopify_python_api__order_1001_us_authorized_3items__rest_envelope.json"
-)
-BASE = get_adapter("shopify").translate(FIXTURE.read_bytes(), 7)
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
+from tests.versions import T0, arrival, order
 
 
 @pytest.fixture
@@ -43,19 +33,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def order(order_id: str, minute: int = 0) -> Order:
-    details = msgspec.structs.replace(BASE.order_details, order_updated_at=T0 + timedelta(minutes=minute))
-    return msgspec.structs.replace(BASE, order_id=order_id, order_details=details)
-
-
 # ---------------------------------------------------------------- the contract, on both stores
-
-
-def arrival(order_id: str, minute: int = 0, *, received: float = 0.0, number: str | None = None) -> Arrival:
-    placed = order(order_id, minute)
-    if number is not None:
-        placed = msgspec.structs.replace(placed, order_number=number)
-    return Arrival(7, "shopify", encode_order(placed), (T0 + timedelta(minutes=minute)).timestamp(), received)
 
 
 async def take(store: MemoryStore, limit: int = 100, batch_id: str = "b1") -> Batch:
