@@ -348,6 +348,7 @@ class Buffer:
         if verdict.flush_again:
             lane.flush_requested = True  # the rest goes again at once
             _log.warning("batch.rejected", **ids, size=size, rejected=len(verdict.settlement.dead))
+        if not verdict.back_off:
             return
         lane.attempts += 1
         delay = self._backoff(lane.attempts, result.retry_after)

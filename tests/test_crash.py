@@ -41,6 +41,15 @@ DEBOUNCE, MAX_WAIT = 1.0, 3.0
 BASE_TIME = datetime(2026, 11, 1, tzinfo=UTC)
 
 
+def _fake_sendcloud_and_config(serve: Any, tmp_path: Path, **sections: dict[str, object]) -> tuple[FakeSendcloud, Path]:
+    """A fake Sendcloud served on 127.0.0.1, and a config file for the service against it."""
+    fake = FakeSendcloud(accounts={PUBLIC_KEY: Account(SECRET_KEY, frozenset(INTEGRATIONS))})
+    fake_server = serve(create_fake(fake))
+    config = tmp_path / "config.toml"
+    config.write_text(service_toml(fake_server.url + "/api/v3", logging={"level": "WARNING"}, **sections))
+    return fake, config
+
+
 async def steady_load(url: str, seconds: float, accepted: dict[str, float]) -> None:
     """`RATE` distinct orders a second for `seconds`; records when each was answered 200."""
     import httpx
@@ -64,15 +73,8 @@ def test_sigkill_loses_at_most_the_last_max_wait_seconds_and_restart_is_healthy(
     """Kill -9 after 8.5 s of steady load, late in a max_wait window (flushes at ~3, 6, 9 s): the
     orders of that window are lost, nothing older than max_wait + one round trip; the restarted
     process is ready and takes orders."""
-    fake = FakeSendcloud(accounts={PUBLIC_KEY: Account(SECRET_KEY, frozenset(INTEGRATIONS))})
-    fake_server = serve(create_fake(fake))
-    config = tmp_path / "config.toml"
-    config.write_text(
-        service_toml(
-            fake_server.url + "/api/v3",
-            buffer={"debounce_seconds": DEBOUNCE, "max_wait_seconds": MAX_WAIT},
-            logging={"level": "WARNING"},
-        )
+    fake, config = _fake_sendcloud_and_config(
+        serve, tmp_path, buffer={"debounce_seconds": DEBOUNCE, "max_wait_seconds": MAX_WAIT}
     )
     port = free_port()
     service = ServiceProcess(config, port)
@@ -150,16 +152,11 @@ def test_sigkill_at_random_moments_loses_nothing_with_the_sqlite_store(tmp_path:
     Every order ever answered `accepted` reaches Sendcloud at its newest accepted version, no request
     carries an older version of an order than one already sent, and the ledger — kept in the file
     across all the restarts — balances with nothing pending."""
-    fake = FakeSendcloud(accounts={PUBLIC_KEY: Account(SECRET_KEY, frozenset(INTEGRATIONS))})
-    fake_server = serve(create_fake(fake))
-    config = tmp_path / "config.toml"
-    config.write_text(
-        service_toml(
-            fake_server.url + "/api/v3",
-            buffer={"debounce_seconds": 0.2, "max_wait_seconds": 0.5},
-            store={"url": f"sqlite:///{tmp_path / 'state.db'}", "synchronous": "normal"},
-            logging={"level": "WARNING"},
-        )
+    fake, config = _fake_sendcloud_and_config(
+        serve,
+        tmp_path,
+        buffer={"debounce_seconds": 0.2, "max_wait_seconds": 0.5},
+        store={"url": f"sqlite:///{tmp_path / 'state.db'}", "synchronous": "normal"},
     )
     rng = random.Random(20261203)
     accepted: dict[str, int] = {}

@@ -482,17 +482,10 @@ class SqliteStore:
         return rows
 
     def _counters(self, *names: str) -> list[Op]:
-        values = {"seq": self._mem._seq, "sent_seq": self._sent_seq, **self._ledger_counts()}
-        return [(_SET_COUNTER, (name, values[name])) for name in names]
-
-    def _ledger_counts(self) -> dict[str, int]:
-        mem = self._mem
-        return {
-            "accepted": mem._accepted,
-            "sent": mem._sent,
-            "superseded": mem._superseded,
-            "dead_lettered": mem._dead_lettered,
-        }
+        """The named counters as the mirror has them now: the ledger's, `seq` and `sent_seq`."""
+        ledger = self._mem.ledger()
+        values = {"seq": self._mem._seq, "sent_seq": self._sent_seq}
+        return [(_SET_COUNTER, (name, values[name] if name in values else getattr(ledger, name))) for name in names]
 
     async def add(self, arrival: Arrival) -> AddResult:
         result = await self._mem.add(arrival)
