@@ -12,14 +12,14 @@
 # never into the project's. Needs root (ptrace), which `make bench` has here.
 #
 # Usage: bash profile_ingest.sh [-d SECONDS] [-r RATE_HZ]
-# Environment: VENV=<project>/.venv SERVER_CPU=0 LOAD_CPU=1 PORT=18870
-#   OUT_DIR=/tmp/bench-results/<UTC timestamp>/profile
+# Environment: VENV=<project>/.venv SERVER_CPU=0 LOAD_CPU=1 PORT=18870 STORE=memory (or sqlite:
+#   a new file under OUT_DIR, synchronous = "full") OUT_DIR=/tmp/bench-results/<UTC timestamp>/profile
 set -u -o pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 SERVER_CPU="${SERVER_CPU:-0}"; LOAD_CPU="${LOAD_CPU:-1}"
-PORT="${PORT:-18870}"; FPORT=$(( PORT + 50 ))
+PORT="${PORT:-18870}"; FPORT=$(( PORT + 50 )); STORE="${STORE:-memory}"
 PYSPY_VENV="${PYSPY_VENV:-/tmp/order-bridge-pyspy}"
 DURATION=15; RATE=200
 while getopts "d:r:h" opt; do
@@ -27,6 +27,8 @@ while getopts "d:r:h" opt; do
 done
 OUT_DIR="${OUT_DIR:-/tmp/bench-results/$(date -u +%Y%m%dT%H%M%SZ)/profile}"
 mkdir -p "$OUT_DIR"
+STORE_URL="memory://"
+[ "$STORE" = sqlite ] && { rm -f "$OUT_DIR/state.db"*; STORE_URL="sqlite:///$OUT_DIR/state.db"; }
 
 if [ ! -x "$PYSPY_VENV/bin/py-spy" ]; then
   python3 -m venv "$PYSPY_VENV" && "$PYSPY_VENV/bin/pip" install --quiet py-spy || { echo "could not install py-spy"; exit 1; }
@@ -57,7 +59,7 @@ taskset -c "$LOAD_CPU" nice -n 19 "$VENV/bin/python" "$HERE/fake_server.py" --po
   --rate-limit off > "$OUT_DIR/fake.log" 2>&1 &
 FAKE_PID=$!
 wait_http "$FPORT" /bench/requests "$FAKE_PID" || exit 1
-"$VENV/bin/python" "$HERE/benchlib.py" config "$OUT_DIR/bench.toml" --port "$PORT" --sendcloud-port "$FPORT" --keep-up
+"$VENV/bin/python" "$HERE/benchlib.py" config "$OUT_DIR/bench.toml" --port "$PORT" --sendcloud-port "$FPORT" --keep-up --store "$STORE_URL"
 taskset -c "$SERVER_CPU" "$VENV/bin/order-bridge" serve --config "$OUT_DIR/bench.toml" > "$OUT_DIR/service.log" 2>&1 &
 SRV_PID=$!
 wait_http "$PORT" /healthz "$SRV_PID" || exit 1

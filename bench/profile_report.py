@@ -31,6 +31,7 @@ RULES: list[tuple[str, str, str]] = [
     ("flush: encode orders for Sendcloud", r"adapters/sendcloud\.py", r"^(encode_orders|encode)$"),
     ("decode + translate (adapters)", r"adapters/", r".*"),
     ("buffer.add + lane store", r"service/buffer\.py", r"^(add|_lane|_version_time|pending)$"),
+    ("store writer thread (SQLite statements + commit)", r"service/store/sqlite\.py", r"^(_run|_commit)$"),
     ("buffer.add + lane store", r"service/store/", r".*"),
     ("dedupe (seen/remember)", r"service/dedupe\.py", r".*"),
     (

@@ -311,6 +311,44 @@ async def test_sqlite_migrates_an_empty_file_and_records_its_version(tmp_path: P
 
 
 @pytest.mark.anyio
+async def test_sqlite_upgrades_a_schema_1_file_keeping_what_it_holds(tmp_path: Path) -> None:
+    """A file written by the first SQLite schema (pending and in-flight rows, a dead letter,
+    counters) opens with today's: migrated in place, version recorded, nothing lost."""
+    from service.store import sqlite as sqlite_store
+
+    path = tmp_path / "state.db"
+    body = encode_order(order("a")).data
+    raw = sqlite3.connect(path, isolation_level=None)
+    sqlite_store._run_script(raw, sqlite_store._MIGRATIONS[0])
+    raw.execute("PRAGMA user_version = 1")
+    entry = ("shopify", 1.0, 2, 100.0, b"d" * 16, "delivery-a", body, 0)
+    raw.execute("INSERT INTO pending VALUES (7, 'a', 2, ?, ?, ?, ?, ?, ?, ?, ?)", entry)
+    raw.execute(
+        "INSERT INTO in_flight VALUES (7, 'b', 'batch-1', 3, 0, ?, ?, ?, ?, ?, ?, ?, ?)", (*entry[:2], 1, *entry[3:])
+    )
+    raw.execute(
+        "INSERT INTO dead_letters (integration_id, platform, order_id, reason, detail, at) "
+        "VALUES (7, 'shopify', 'c', 'unsupported_currency', 'JPY', 50.0)"
+    )
+    raw.executemany("INSERT INTO counters VALUES (?, ?)", [("accepted", 3), ("dead_lettered", 1), ("seq", 2)])
+    raw.close()
+
+    store = SqliteStore.open(path)
+    try:
+        assert [e.order_id for e in store.list_pending(7)] == ["a"]
+        flying = store.batch_in_flight(7)
+        assert flying is not None and (flying.id, flying.attempt, flying.entries[0].order_id) == ("batch-1", 3, "b")
+        assert flying.entries[0].order.data == body
+        assert [x.order_id for x in store.dead_letters()] == ["c"]
+        assert store.ledger().accepted == 3 and store.ledger().balanced
+        assert await store.add(arrival("z", 1)) is AddResult.BUFFERED  # the new tables take writes
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+@pytest.mark.anyio
 async def test_summarize_reads_the_file_without_writing(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     await (await _filled(path)).close()

@@ -5,10 +5,11 @@ Design:
   made on the event loop by a `MemoryStore` that mirrors the file, exactly as without SQLite;
   each change is then written to the file, and the call returns only once that write has
   committed. So `Buffer.add` — and the webhook's `accepted` — waits for the commit.
-- **One writer thread, group commit.** The standard library's `sqlite3` blocks, so one thread
-  owns the writing connection. Whatever is queued while a commit is in progress goes into the
-  next transaction together (one fsync for many webhooks), which is where the throughput comes
-  from: with `synchronous = FULL` a commit costs about as much as 20 single-row statements.
+- **Group commit, the fsync in a thread.** Whatever is queued while a commit is in progress goes
+  into the next transaction together (one fsync for many webhooks), which is where the
+  throughput comes from: with `synchronous = FULL` a commit costs about as much as 20 single-row
+  statements. The statements run on the event loop (microseconds each); the COMMIT, which waits
+  on the disk, in a thread (`_Writer`).
 - **A failed commit fails loudly and changes nothing.** Disk full, read-only, locked, corrupt:
   every caller in that transaction, and every change queued behind it, gets `StoreUnavailable`
   (the webhook answers 503 + Retry-After), and the mirror is read back from the file, which
@@ -27,10 +28,9 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import queue
 import sqlite3
-import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,9 +114,54 @@ _MIGRATIONS: tuple[str, ...] = (
         value INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 1 → 2: pending and in_flight become rowid tables — an order's JSON (kilobytes) in a WITHOUT
+    # ROWID table's B-tree costs ~3x the commit time (measured: docs/benchmarks.md); delivery
+    # ids for dedupe; dead letters keep the webhook body they came from.
+    """
+    CREATE TABLE pending_2 (
+        integration_id INTEGER NOT NULL,
+        order_id TEXT NOT NULL,
+        position REAL NOT NULL,            -- place in the lane's line (retries go in front)
+        platform TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        seq INTEGER NOT NULL,
+        received_at REAL NOT NULL,         -- wall-clock POSIX seconds
+        digest BLOB NOT NULL,
+        delivery_id TEXT,
+        body BLOB NOT NULL,                -- the Sendcloud order's JSON (personal data)
+        compressed INTEGER NOT NULL,
+        UNIQUE (integration_id, order_id)
+    );
+    INSERT INTO pending_2 SELECT * FROM pending;
+    DROP TABLE pending;
+    ALTER TABLE pending_2 RENAME TO pending;
+    CREATE TABLE in_flight_2 (
+        integration_id INTEGER NOT NULL,
+        order_id TEXT NOT NULL,
+        batch_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        idx INTEGER NOT NULL,              -- index in the batch
+        platform TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        seq INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        digest BLOB NOT NULL,
+        delivery_id TEXT,
+        body BLOB NOT NULL,
+        compressed INTEGER NOT NULL,
+        UNIQUE (integration_id, order_id)
+    );
+    INSERT INTO in_flight_2 SELECT * FROM in_flight;
+    DROP TABLE in_flight;
+    ALTER TABLE in_flight_2 RENAME TO in_flight;
+    CREATE TABLE deliveries (              -- rowid: order of arrival (oldest pruned first)
+        key TEXT NOT NULL,                 -- "<integration id>:<delivery id>"
+        expires_at REAL NOT NULL           -- wall-clock POSIX seconds
+    );
+    ALTER TABLE dead_letters ADD COLUMN webhook BLOB;  -- the webhook body, zlib (personal data)
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
-_COUNTERS = ("accepted", "sent", "superseded", "dead_lettered", "seq", "sent_seq")
 
 _ENTRY_COLUMNS = "platform, updated_at, seq, received_at, digest, delivery_id, body, compressed"
 #: the same columns with an empty body in its place: what the mirror reads of a pending row
@@ -248,87 +293,110 @@ class _Job:
     future: asyncio.Future[list[Any]]
     #: a query run after `ops`, in the same transaction: its rows are the future's result
     read: Op | None = None
+    #: the ledger's counters as the mirror had them after this change: a transaction writes
+    #: its last job's, once (not one upsert per webhook)
+    counters: Sequence[tuple[str, int]] = ()
     rows: list[Any] | None = None
 
 
 class _Writer:
-    """The thread that owns the writing connection and commits queued jobs in groups."""
+    """Owns the writing connection: runs queued jobs in groups, one transaction per group.
+
+    The statements run on the event loop's thread (each takes microseconds); only the COMMIT —
+    the WAL write and the fsync, the part that waits on the disk — runs in a thread of its own.
+    Jobs queued while a commit is in progress form the next group. So the loop never waits on
+    the disk, and the GIL changes hands twice per commit rather than at every statement (with a
+    thread running the statements too, that ping-pong cost more CPU than SQLite itself:
+    docs/benchmarks.md). Loop-thread only, except `_commit_now`.
+    """
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: list[_Job] = []
+        self._committing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
         #: jobs of this epoch or older fail without running: an earlier one failed
         self._failed_epoch = -1
         self.commits = 0
-        #: jobs submitted and not yet resolved (read on the loop's thread only)
+        #: jobs submitted and not yet resolved
         self.outstanding = 0
-        self._thread = threading.Thread(target=self._run, name="order-bridge-sqlite-writer", daemon=True)
-        self._thread.start()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="order-bridge-sqlite-commit")
 
-    def submit(self, ops: list[Op], epoch: int, read: Op | None = None) -> asyncio.Future[list[Any]]:
-        """Queue `ops` (and then `read`) for the next transaction; the future (of the running
-        loop) gives `read`'s rows once it committed, or fails with `StoreUnavailable`."""
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+    def submit(
+        self, ops: list[Op], epoch: int, counters: Sequence[tuple[str, int]], read: Op | None = None
+    ) -> asyncio.Future[list[Any]]:
+        """Queue `ops` (and then `read`) for the next transaction; the future gives `read`'s
+        rows once it committed, or fails with `StoreUnavailable`."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
         self.outstanding += 1
-        self._queue.put(_Job(ops, epoch, future, read))
+        self._queue.append(_Job(ops, epoch, future, read, counters))
+        if not self._committing:
+            self._committing = True
+            self._idle.clear()
+            loop.call_soon(self._start)  # what the rest of this loop iteration queues joins in
         return future
 
-    def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            job = self._queue.get()
-            if job is None:
-                break
-            jobs = [job]
-            while True:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                jobs.append(more)
-            error = self._commit([j for j in jobs if j.epoch > self._failed_epoch])
-            loop = jobs[0].future.get_loop()
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-                loop.call_soon_threadsafe(self._resolve, jobs, self._failed_epoch, error)
+    async def stop(self) -> None:
+        """Once everything queued has committed: close the connection, end the thread."""
+        await self._idle.wait()
+        self._thread.shutdown(wait=True)
         self._connection.close()
 
-    def _resolve(self, jobs: list[_Job], failed_epoch: int, error: str | None) -> None:
-        """On the loop's thread: answer every job of one group."""
-        self.outstanding -= len(jobs)
-        for job in jobs:
-            if job.future.done():
-                continue
-            if job.epoch <= failed_epoch:
-                job.future.set_exception(StoreUnavailable(error or "an earlier write failed"))
-            else:
-                job.future.set_result(job.rows or [])
-
-    def _commit(self, jobs: list[_Job]) -> str | None:
-        if not jobs:
-            return None
+    def _start(self) -> None:
+        jobs, self._queue = self._queue, []
+        live = [job for job in jobs if job.epoch > self._failed_epoch]
+        if not live:
+            self._finish(jobs, None)
+            return
         connection = self._connection
         try:
             connection.execute("BEGIN IMMEDIATE")
-            for job in jobs:
+            for job in live:
                 for sql, params in job.ops:
                     connection.execute(sql, params)
                 if job.read is not None:
                     job.rows = connection.execute(*job.read).fetchall()
-            connection.execute("COMMIT")
+            connection.executemany(_SET_COUNTER, live[-1].counters)
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
-            self._failed_epoch = max(job.epoch for job in jobs)
+            self._finish(live, f"{type(exc).__name__}: {exc}", jobs)
+            return
+        committed = asyncio.get_running_loop().run_in_executor(self._thread, self._commit_now)
+        committed.add_done_callback(lambda done: self._finish(live, done.result(), jobs))
+
+    def _commit_now(self) -> str | None:
+        """In the commit thread: COMMIT (the WAL write and fsync); the error, if it failed."""
+        try:
+            self._connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.execute("ROLLBACK")
             return f"{type(exc).__name__}: {exc}"
-        self.commits += 1
         return None
+
+    def _finish(self, live: list[_Job], error: str | None, jobs: list[_Job] | None = None) -> None:
+        """Answer every job of one group, then start the next group if jobs are waiting."""
+        if error is not None:
+            self._failed_epoch = max(job.epoch for job in live)
+        elif live:
+            self.commits += 1
+        jobs = live if jobs is None else jobs
+        self.outstanding -= len(jobs)
+        for job in jobs:
+            if job.future.done():
+                continue
+            if job.epoch <= self._failed_epoch:
+                job.future.set_exception(StoreUnavailable(error or "an earlier write failed"))
+            else:
+                job.future.set_result(job.rows or [])
+        if self._queue:
+            self._start()
+        else:
+            self._committing = False
+            self._idle.set()
 
 
 class SqliteStore:
@@ -471,7 +539,7 @@ class SqliteStore:
     async def _commit(self, ops: list[Op], read: Op | None = None) -> list[Any]:
         epoch = self._epoch
         try:
-            rows = await self._writer.submit(ops, epoch, read)
+            rows = await self._writer.submit(ops, epoch, self._counters(), read)
         except StoreUnavailable:
             if epoch == self._epoch:  # the first failure of this epoch: the mirror goes back to the file
                 self._available = False
@@ -481,11 +549,17 @@ class SqliteStore:
         self._available = True
         return rows
 
-    def _counters(self, *names: str) -> list[Op]:
-        """The named counters as the mirror has them now: the ledger's, `seq` and `sent_seq`."""
-        ledger = self._mem.ledger()
-        values = {"seq": self._mem._seq, "sent_seq": self._sent_seq}
-        return [(_SET_COUNTER, (name, values[name] if name in values else getattr(ledger, name))) for name in names]
+    def _counters(self) -> tuple[tuple[str, int], ...]:
+        """The counters as the mirror has them now: the ledger's, `seq` and `sent_seq`."""
+        mem = self._mem
+        return (
+            ("accepted", mem._accepted),
+            ("sent", mem._sent),
+            ("superseded", mem._superseded),
+            ("dead_lettered", mem._dead_lettered),
+            ("seq", mem._seq),
+            ("sent_seq", self._sent_seq),
+        )
 
     async def add(self, arrival: Arrival) -> AddResult:
         result = await self._mem.add(arrival)
@@ -496,7 +570,6 @@ class SqliteStore:
         if result is AddResult.BUFFERED:
             position: float = entry.seq
             ops: list[Op] = [(_UPSERT_PENDING, (integration_id, order_id, position, *_entry_values(entry)))]
-            ops += self._counters("accepted", "seq")
         else:  # coalesced: the new version keeps the old one's place in line
             ops = [
                 (
@@ -505,7 +578,6 @@ class SqliteStore:
                     (*_entry_values(entry), integration_id, order_id),
                 )
             ]
-            ops += self._counters("accepted", "superseded", "seq")
         self._mem._lanes[integration_id].pending[order_id] = _bodiless(entry)
         await self._commit(ops)
         return result
@@ -570,7 +642,6 @@ class SqliteStore:
                 )
             )
         ops += self._letter_ops(settlement.dead, settled.evicted)
-        ops += self._counters("sent", "dead_lettered", "superseded", "sent_seq")
         await self._commit(ops)
         return settled
 
@@ -654,14 +725,13 @@ class SqliteStore:
             await self._mem.settle(batch, Settlement((), (), (), batch.entries))
             ops = self._front_ops(integration_id, batch.entries)
             ops.append(("DELETE FROM in_flight WHERE integration_id = ?", (integration_id,)))
-            ops += self._counters("superseded")
             await self._commit(ops)
             recovered.append(batch)
         return tuple(recovered)
 
     async def close(self) -> None:
         """Stop the writer once everything queued has committed, then let go of the file."""
-        await asyncio.to_thread(self._writer.stop)
+        await self._writer.stop()
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
