@@ -51,7 +51,7 @@ def main() -> int:
             lane_sent.put(order_id(lane, k), (float(k), k, digest(order_id(lane, k).encode())))
     seen = SeenDeliveries(86_400, SEEN)
     for k in range(SEEN):
-        seen.remember(SeenDeliveries.key(k % lanes + 1, f"bench-{8_000_000_000_000 + k}"))
+        seen.remember(SeenDeliveries.key(k % lanes + 1, f"bench-{8_000_000_000_000 + k}"), 1_700_000_000.0)
     service = full_collection_ms()
     held = sum(len(lane_sent) for lane_sent in stores), len(seen)
     del stores, seen

@@ -30,7 +30,6 @@ from adapters import ADAPTERS, Adapter, Reason, TranslationError, get_adapter
 from service.buffer import Buffer, BufferClosed, BufferFull, BufferSettings
 from service.config import Config, ConfigError, IntegrationConfig, load_config
 from service.deadletters import record_dead_letters
-from service.dedupe import SeenDeliveries
 from service.fake_sendcloud import FakeSendcloud
 from service.fake_sendcloud import create_app as create_fake_app
 from service.metrics import Metrics
@@ -64,7 +63,6 @@ class AppState:
     buffer: Buffer
     store: Store
     client: SendcloudClient
-    seen: SeenDeliveries
     integrations: Mapping[int, _Integration]
     sandbox: FakeSendcloud | None = None
     shutting_down: bool = False
@@ -233,8 +231,8 @@ async def _handle(state: AppState, scope: Scope, receive: Receive, platform: str
 
     delivery_id = adapter.delivery_id(headers)
     ids["delivery_id"] = delivery_id
-    seen_key = None if delivery_id is None else SeenDeliveries.key(integration.config.id, delivery_id)
-    if seen_key is not None and state.seen.seen(seen_key):
+    now = state.buffer.clock.wall()
+    if delivery_id is not None and state.store.seen_delivery(integration.config.id, delivery_id, now):
         _log.info("webhook.duplicate", **ids)
         return _DUPLICATE, "duplicate"
     topic = adapter.topic(headers)
@@ -243,14 +241,14 @@ async def _handle(state: AppState, scope: Scope, receive: Receive, platform: str
         return _error(400, "missing_topic", "The topic header is missing."), "bad_request"
     if topic not in adapter.order_topics:
         _log.info("webhook.ignored", **ids, reason="topic", topic=topic)
-        _remember(state, seen_key)
+        _remember(state, integration, delivery_id, now)
         return _ignored("topic"), "ignored"
 
     try:
         order = adapter.translate(body, integration.config.id)
     except TranslationError as exc:
         try:
-            return await _untranslatable(state, integration, exc, ids, seen_key, delivery_id)
+            return await _untranslatable(state, integration, exc, ids, body, delivery_id, now)
         except StoreUnavailable as unavailable:
             return _store_unavailable(ids, unavailable, None), "unavailable"
     try:
@@ -263,7 +261,6 @@ async def _handle(state: AppState, scope: Scope, receive: Receive, platform: str
         return _error(503, "shutting_down", "The service is restarting; retry later.", retry=True), "unavailable"
     except StoreUnavailable as exc:
         return _store_unavailable(ids, exc, order.order_id), "unavailable"
-    _remember(state, seen_key)
     if added is AddResult.STALE:
         _log.info("order.stale", **ids, order_id=order.order_id, topic=topic)
         return _ignored("stale"), "ignored"
@@ -277,9 +274,10 @@ def _store_unavailable(ids: dict[str, object], exc: StoreUnavailable, order_id: 
     return _error(503, "store_unavailable", "The order could not be stored; retry later.", retry=True)
 
 
-def _remember(state: AppState, key: str | None) -> None:
-    if key is not None:
-        state.seen.remember(key)
+def _remember(state: AppState, integration: _Integration, delivery_id: str | None, now: float) -> None:
+    """Take the delivery id of a webhook that did not reach the buffer (which takes its own)."""
+    if delivery_id is not None:
+        state.store.remember_delivery(integration.config.id, delivery_id, now)
 
 
 async def _untranslatable(
@@ -287,13 +285,14 @@ async def _untranslatable(
     integration: _Integration,
     exc: TranslationError,
     ids: dict[str, object],
-    seen_key: str | None,
+    body: bytes,
     delivery_id: str | None,
+    now: float,
 ) -> tuple[Response, str]:
     if exc.reason is Reason.MALFORMED_BODY:
         _log.info("webhook.rejected", **ids, status=400, error=str(exc.reason), detail=exc.detail)
         return _error(400, str(exc.reason), exc.detail), "bad_request"
-    _remember(state, seen_key)
+    _remember(state, integration, delivery_id, now)
     if exc.reason is Reason.NO_SHIPPABLE_ITEMS:
         _log.info("webhook.ignored", **ids, reason=str(exc.reason))
         return _ignored(str(exc.reason)), "ignored"
@@ -304,7 +303,8 @@ async def _untranslatable(
         reason=str(exc.reason),
         detail=exc.detail,
         delivery_id=delivery_id,
-        at=state.buffer.clock.wall(),
+        at=now,
+        webhook=body,
     )
     evicted = await state.store.add_dead_letters([letter])
     record_dead_letters([letter], evicted, state.metrics, capacity=state.config.buffer.dead_letter_capacity)
@@ -417,6 +417,9 @@ def create_app(
         remember_sent=bc.remember_sent,
         compress_above=settings.compress_above,
         dead_letter_capacity=bc.dead_letter_capacity,
+        dead_letter_retention=config.store.dead_letter_retention_days * 86_400.0,
+        dedupe_ttl=bc.dedupe_ttl_seconds,
+        dedupe_max_entries=bc.dedupe_max_entries,
     )
     buffer = Buffer(settings, client, store, metrics, dead_letter_capacity=bc.dead_letter_capacity)
     integrations = _integrations(config)
@@ -426,7 +429,6 @@ def create_app(
         buffer=buffer,
         store=store,
         client=client,
-        seen=SeenDeliveries(bc.dedupe_ttl_seconds, bc.dedupe_max_entries, clock=buffer.clock.monotonic),
         integrations=integrations,
         sandbox=sandbox,
         config_path=config_path,

@@ -61,6 +61,8 @@ class BufferSettings:
     #: 1.4 kB instead of 2.5 kB of JSON, for ~20 µs of CPU each way): a backlog that size only
     #: builds up when Sendcloud cannot keep up, so normal operation never pays for it.
     compress_share: float = 0.2
+    #: how often what outlived its retention leaves the store (`Store.prune`)
+    prune_seconds: float = 600.0
 
     @property
     def compress_above(self) -> int:
@@ -144,6 +146,8 @@ class Buffer:
         self._letter_capacity = dead_letter_capacity
         self._lanes: dict[int, Lane] = {}
         self._closing = False
+        self._closed = asyncio.Event()
+        self._housekeeping: asyncio.Task[None] | None = None
         metrics.orders_pending.set_function(self.pending)
         metrics.oldest_pending_age.set_function(self.oldest_age)
         metrics.dead_letters_stored.set_function(store.dead_letter_count)
@@ -167,6 +171,20 @@ class Buffer:
             # debounce_seconds (or at max_wait from their stored receipt, if that comes first).
             lane.last_activity = now
             lane.wake.set()
+        self._housekeeping = asyncio.get_running_loop().create_task(self._prune(), name="store-prune")
+
+    async def _prune(self) -> None:
+        """Now and every `prune_seconds`: dead letters past their retention and expired delivery
+        ids leave the store (personal data is not kept longer than promised)."""
+        while not self._closing:
+            try:
+                dropped = await self.store.prune(self.clock.wall())
+            except StoreUnavailable as exc:
+                _log.error("store.prune_failed", cause=str(exc))
+            else:
+                if dropped:
+                    _log.info("deadletter.expired", count=dropped)
+            await self.clock.wait(self._closed, self.settings.prune_seconds)
 
     # ------------------------------------------------------------ the webhook side
 
@@ -255,8 +273,11 @@ class Buffer:
         Returns how many orders could not be sent (0 when all went); those are logged.
         """
         self._closing = True
+        self._closed.set()
         for lane in self._lanes.values():
             lane.wake.set()
+        if self._housekeeping is not None:
+            await asyncio.gather(self._housekeeping, return_exceptions=True)
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
         if tasks:
             _, unfinished = await asyncio.wait(tasks, timeout=timeout)

@@ -186,6 +186,9 @@ class StoreConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     #: "full": a commit survives power loss; "normal": it survives a crash of the process, not of
     #: the machine, and costs less (SQLite's WAL documentation)
     synchronous: Literal["full", "normal"] = "full"
+    #: dead letters (the order and the webhook body they came from: personal data) are deleted
+    #: this long after they were made
+    dead_letter_retention_days: PositiveFloat = 30.0
 
 
 class LoggingConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

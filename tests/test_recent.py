@@ -41,7 +41,7 @@ def test_what_the_service_remembers_in_bulk_is_not_tracked_by_the_garbage_collec
     """Dedupe ids and sent versions: a full collection must not walk them (docs/benchmarks.md)."""
     seen = SeenDeliveries(60, 10_000)
     for n in range(3000):
-        seen.remember(SeenDeliveries.key(7, f"delivery-{n}"))
+        seen.remember(SeenDeliveries.key(7, f"delivery-{n}"), 1_700_000_000.0)
     store = MemoryStore(remember_sent=10_000)
     sent = store._lane(7).sent
     sent.put("1001", (1_700_000_000.0, 1, digest(b"{}")))
@@ -51,10 +51,10 @@ def test_what_the_service_remembers_in_bulk_is_not_tracked_by_the_garbage_collec
 
 
 def test_seen_deliveries_expire_after_their_ttl() -> None:
-    now = [100.0]
-    seen = SeenDeliveries(10, 100, clock=lambda: now[0])
+    seen = SeenDeliveries(10, 100)
     key = SeenDeliveries.key(3, "abc")
-    seen.remember(key)
-    assert seen.seen(key) and not seen.seen(SeenDeliveries.key(4, "abc"))
-    now[0] = 110.5
-    assert not seen.seen(key)
+    assert seen.remember(key, 100.0) == 110.0
+    assert seen.seen(key, 109.9) and not seen.seen(SeenDeliveries.key(4, "abc"), 100.0)
+    assert not seen.seen(key, 110.5)
+    seen.restore(key, 200.0)  # as read back from the store
+    assert seen.seen(key, 199.0)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
+import time
+import zlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -184,6 +186,34 @@ async def test_store_keeps_dead_letters_up_to_capacity_and_reports_evictions(new
     assert await store.add_dead_letters(letters[2:]) == (letters[0],)
     assert [d.order_id for d in store.dead_letters()] == ["1", "2"] and store.dead_letter_count() == 2
     assert store.dead_letters(integration_id=8) == []
+
+
+@pytest.mark.anyio
+async def test_store_remembers_delivery_ids_until_their_ttl(new_store: StoreFactory) -> None:
+    """`add` takes the arrival's delivery id whatever the outcome (a stale one too);
+    `remember_delivery` takes one that never reached `add`; each is seen for `dedupe_ttl`."""
+    store = await new_store(dedupe_ttl=60.0)
+    await store.add(arrival("a", 1, received=1000.0)._replace(delivery_id="d-1"))
+    await store.add(arrival("a", 0, received=1000.0)._replace(delivery_id="d-2"))  # stale, still taken
+    store.remember_delivery(7, "d-3", 1000.0)
+    for delivery in ("d-1", "d-2", "d-3"):
+        assert store.seen_delivery(7, delivery, 1059.0), delivery
+        assert not store.seen_delivery(7, delivery, 1060.5), delivery
+    assert not store.seen_delivery(8, "d-1", 1001.0)  # per integration
+    assert not store.seen_delivery(7, "d-4", 1001.0)
+
+
+@pytest.mark.anyio
+async def test_store_prune_drops_dead_letters_past_their_retention(new_store: StoreFactory) -> None:
+    """Personal data is not kept longer than promised: a dead letter older than the retention
+    goes (oldest first), a younger one stays."""
+    store = await new_store(dead_letter_retention=100.0)
+    old = DeadLetter(7, "shopify", "a", "unsupported_currency", "JPY", at=1000.0, webhook=b'{"id": 1}')
+    young = DeadLetter(7, "shopify", "b", "unsupported_currency", "JPY", at=1050.0, webhook=b'{"id": 2}')
+    await store.add_dead_letters([old, young])
+    assert await store.prune(1099.0) == 0
+    assert await store.prune(1101.0) == 1
+    assert [x.order_id for x in store.dead_letters()] == ["b"] and store.dead_letter_count() == 1
 
 
 # ---------------------------------------------------------------- SQLite only
@@ -381,6 +411,56 @@ def test_memory_store_is_the_same_contract() -> None:
     for kind in (MemoryStore, SqliteStore):
         for name in ("add", "take", "settle", "add_dead_letters", "recover", "close", "available", "ledger"):
             assert callable(getattr(kind, name))
+
+
+@pytest.mark.anyio
+async def test_sqlite_keeps_delivery_ids_across_a_restart_and_bounds_them(tmp_path: Path) -> None:
+    """Delivery ids are in the file: a reopened store still answers a platform's retry as seen,
+    not one whose TTL ran out; the file keeps at most `dedupe_max_entries` of them."""
+    path = tmp_path / "state.db"
+    now = time.time()
+    store = SqliteStore.open(path, dedupe_ttl=3600.0, dedupe_max_entries=2000)
+    await store.add(arrival("a", 1, received=now)._replace(delivery_id="taken"))
+    store.remember_delivery(7, "ignored-topic", now)
+    store.remember_delivery(7, "long-ago", now - 7200.0)  # expired already
+    for n in range(3000):  # enough to prune the file by count
+        store.remember_delivery(8, f"bulk-{n}", now)
+    await store.close()
+    with sqlite3.connect(path) as raw:
+        kept = raw.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+    assert kept <= 2000 + 1024, kept  # pruned every 1,024 ids
+
+    again = SqliteStore.open(path, dedupe_ttl=3600.0, dedupe_max_entries=2000)
+    try:
+        assert again.seen_delivery(8, "bulk-2999", now)
+        assert not again.seen_delivery(8, "bulk-0", now)  # past the bound
+        assert not again.seen_delivery(7, "long-ago", now)
+        await again.prune(now)
+    finally:
+        await again.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT count(*) FROM deliveries").fetchone()[0] <= 2000
+
+
+@pytest.mark.anyio
+async def test_sqlite_dead_letter_keeps_its_webhook_body_in_the_file_until_pruned(tmp_path: Path) -> None:
+    """The webhook body a dead letter came from is in the file (zlib), for a replay; the process
+    does not hold it; pruning past the retention deletes it with the letter."""
+    path = tmp_path / "state.db"
+    webhook = b'{"id": 820982911946154508, "currency": "JPY"}' * 20
+    store = SqliteStore.open(path, dead_letter_retention=100.0)
+    letter = DeadLetter(
+        7, "shopify", None, "unsupported_currency", "JPY", delivery_id="d-1", at=1000.0, webhook=webhook
+    )
+    await store.add_dead_letters([letter])
+    assert store.dead_letters()[0].webhook is None  # the mirror keeps metadata
+    with sqlite3.connect(path) as raw:
+        (stored,) = raw.execute("SELECT webhook FROM dead_letters").fetchone()
+    assert zlib.decompress(stored) == webhook
+    assert await store.prune(1200.0) == 1
+    await store.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
 
 
 @pytest.mark.anyio

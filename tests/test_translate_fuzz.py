@@ -28,6 +28,7 @@ FIXED_WORDING = " ".join(
         "JSON is malformed: invalid character (byte), trailing characters, input data was truncated",
         "Expected `…`, got `…` - at `$` Object missing required field Object contains unknown field Invalid value",
         "not a Shopify order: not a WooCommerce order:",
+        'legacy v3 webhook body ({"order": ...}); set the webhook\'s API version to WP REST API Integration v3',
     ]
 ).lower()
 

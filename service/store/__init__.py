@@ -154,6 +154,9 @@ class DeadLetter:
     #: wall-clock POSIX seconds
     at: float = 0.0
     batch_id: str | None = None
+    #: the webhook body the letter came from, when the adapter could not translate it: what a
+    #: replay translates again (personal data: never logged; deleted with the letter)
+    webhook: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +203,8 @@ class Store(Protocol):
     """Everything the buffer keeps. Called from one event loop; writes may await a commit."""
 
     async def add(self, arrival: Arrival) -> AddResult:
-        """Number the version and keep it, unless it is stale; the ledger counts it."""
+        """Number the version and keep it, unless it is stale; the ledger counts it. The
+        arrival's delivery id is remembered for dedupe either way."""
         ...
 
     async def take(self, integration_id: int, limit: int, *, batch_id: str, attempt: int) -> Batch | None:
@@ -217,6 +221,23 @@ class Store(Protocol):
     async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> tuple[DeadLetter, ...]:
         """Keep letters that never reached a lane (an order no valid Sendcloud order can be
         made of); returns the letters evicted to make room."""
+        ...
+
+    def seen_delivery(self, integration_id: int, delivery_id: str, now: float) -> bool:
+        """True when this platform delivery id was taken within the dedupe TTL (`add` and
+        `remember_delivery` take one); `now` is wall-clock POSIX seconds."""
+        ...
+
+    def remember_delivery(self, integration_id: int, delivery_id: str, now: float) -> None:
+        """Take a delivery id whose webhook did not reach `add` (an ignored topic, a dead letter).
+        Kept without waiting for a commit: losing one to a crash only means a retry of that
+        delivery is processed again, which its outcome makes harmless."""
+        ...
+
+    async def prune(self, now: float) -> int:
+        """Drop what has outlived its retention: dead letters older than the retention (their
+        order and webhook body are personal data) and expired delivery ids. Returns the number
+        of dead letters dropped."""
         ...
 
     async def recover(self) -> tuple[Batch, ...]:

@@ -19,6 +19,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from service.dedupe import SeenDeliveries
 from service.recent import Recent
 from service.store import (
     AddResult,
@@ -59,9 +60,18 @@ class MemoryStore:
     """`Store` in memory. Not thread-safe; the buffer calls it from one event loop."""
 
     def __init__(
-        self, *, remember_sent: int = 100_000, compress_above: int = 10_000, dead_letter_capacity: int = 10_000
+        self,
+        *,
+        remember_sent: int = 100_000,
+        compress_above: int = 10_000,
+        dead_letter_capacity: int = 10_000,
+        dead_letter_retention: float = 30 * 86_400.0,
+        dedupe_ttl: float = 86_400.0,
+        dedupe_max_entries: int = 200_000,
     ) -> None:
         self._remember = remember_sent
+        self._retention = dead_letter_retention
+        self._deliveries = SeenDeliveries(dedupe_ttl, dedupe_max_entries)
         self._compress_above = compress_above
         self._lanes: dict[int, _Lane] = {}
         self._seq = 0
@@ -80,6 +90,10 @@ class MemoryStore:
 
     async def add(self, arrival: Arrival) -> AddResult:
         lane = self._lane(arrival.integration_id)
+        if arrival.delivery_id is not None:
+            self._deliveries.remember(
+                SeenDeliveries.key(arrival.integration_id, arrival.delivery_id), arrival.received_at
+            )
         order = arrival.order
         order_id = order.order_id
         content = digest(order.json)
@@ -175,6 +189,24 @@ class MemoryStore:
                 evicted.append(self._letters.popleft())
             self._letters.append(letter)
         return tuple(evicted)
+
+    def seen_delivery(self, integration_id: int, delivery_id: str, now: float) -> bool:
+        return self._deliveries.seen(SeenDeliveries.key(integration_id, delivery_id), now)
+
+    def remember_delivery(self, integration_id: int, delivery_id: str, now: float) -> None:
+        self._deliveries.remember(SeenDeliveries.key(integration_id, delivery_id), now)
+
+    async def prune(self, now: float) -> int:
+        return self._prune_letters(now)
+
+    def _prune_letters(self, now: float) -> int:
+        """Dead letters older than the retention go (oldest first: they are kept in order)."""
+        cutoff = now - self._retention
+        dropped = 0
+        while self._letters and self._letters[0].at < cutoff:
+            self._letters.popleft()
+            dropped += 1
+        return dropped
 
     async def recover(self) -> tuple[Batch, ...]:
         """Nothing survives a process in memory: a new store has nothing to recover. Within one

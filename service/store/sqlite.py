@@ -29,9 +29,11 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import time
+import zlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -178,8 +180,23 @@ _SET_COUNTER = (
 )
 
 _DELETE_PENDING = "DELETE FROM pending WHERE integration_id = ? AND order_id = ?"
+_DELETE_OLDEST_LETTERS = "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)"
+#: the file's expired delivery ids are deleted once per this many new ones (and by `prune`)
+_PRUNE_DELIVERIES_EVERY = 1024
 
 Op = tuple[str, Sequence[Any]]
+
+
+def _prune_deliveries(now: float, keep: int) -> Op:
+    """Delete the delivery ids that expired, or that are older than the newest `keep`. Rows are in
+    arrival order (rowid) and all live the same TTL, so the expired ones are the first rows: the
+    scan stops at the first live one."""
+    return (
+        "DELETE FROM deliveries WHERE rowid < max("
+        "coalesce((SELECT rowid FROM deliveries WHERE expires_at > ? ORDER BY rowid LIMIT 1), "
+        "(SELECT max(rowid) + 1 FROM deliveries)), (SELECT max(rowid) FROM deliveries) - ? + 1)",
+        (now, keep),
+    )
 
 
 def _entry_values(entry: Entry) -> tuple[Any, ...]:
@@ -406,19 +423,18 @@ class SqliteStore:
         self,
         path: Path,
         connection: sqlite3.Connection,
-        *,
-        remember_sent: int,
-        compress_above: int,
-        dead_letter_capacity: int,
+        **mirror: Any,
     ) -> None:
         self.path = path
-        self._remember = remember_sent
-        self._compress_above = compress_above
-        self._letter_capacity = dead_letter_capacity
-        self._mem = MemoryStore(
-            remember_sent=remember_sent, compress_above=compress_above, dead_letter_capacity=dead_letter_capacity
-        )
+        self._remember = mirror["remember_sent"]
+        #: the mirror's settings (`MemoryStore`'s keyword arguments)
+        self._mirror = mirror
+        self._mem = MemoryStore(**mirror)
         self._front: dict[int, float] = {}
+        #: delivery ids written since the file's expired ones were last deleted
+        self._deliveries_since_prune = 0
+        #: writes nobody waits for (`remember_delivery`)
+        self._background: set[asyncio.Task[list[Any]]] = set()
         self._epoch = 0
         self._available = True
         self._sent_seq = 0
@@ -435,6 +451,9 @@ class SqliteStore:
         remember_sent: int = 100_000,
         compress_above: int = 10_000,
         dead_letter_capacity: int = 10_000,
+        dead_letter_retention: float = 30 * 86_400.0,
+        dedupe_ttl: float = 86_400.0,
+        dedupe_max_entries: int = 200_000,
     ) -> SqliteStore:
         """Open (or create) the store at `path`: WAL mode, migrated, read back into memory.
         Raises `StoreOpenError` for a file that is corrupt, not a store, or from a newer version;
@@ -461,6 +480,9 @@ class SqliteStore:
                 remember_sent=remember_sent,
                 compress_above=compress_above,
                 dead_letter_capacity=dead_letter_capacity,
+                dead_letter_retention=dead_letter_retention,
+                dedupe_ttl=dedupe_ttl,
+                dedupe_max_entries=dedupe_max_entries,
             )
         except sqlite3.DatabaseError as exc:
             connection.close()
@@ -479,11 +501,7 @@ class SqliteStore:
         """Rebuild the mirror from what the file holds (at open, and after a failed commit)."""
         reader = connect(self.path, read_only=True)
         try:
-            self._mem = mem = MemoryStore(
-                remember_sent=self._remember,
-                compress_above=self._compress_above,
-                dead_letter_capacity=self._letter_capacity,
-            )
+            self._mem = mem = MemoryStore(**self._mirror)
             counters = dict(reader.execute("SELECT name, value FROM counters").fetchall())
             self._front = {}
             unsettled = 0
@@ -524,6 +542,13 @@ class SqliteStore:
                     )
                 )
             mem._letters.extend(letters)
+            deliveries = mem._deliveries
+            newest = reader.execute(
+                "SELECT key, expires_at FROM deliveries WHERE expires_at > ? ORDER BY rowid DESC LIMIT ?",
+                (time.time(), deliveries.max_entries),
+            ).fetchall()
+            for key, expires_at in reversed(newest):
+                deliveries.restore(key, expires_at)
             mem._seq = counters.get("seq", 0)
             mem._accepted = counters.get("accepted", 0)
             mem._sent = counters.get("sent", 0)
@@ -563,7 +588,10 @@ class SqliteStore:
 
     async def add(self, arrival: Arrival) -> AddResult:
         result = await self._mem.add(arrival)
+        delivery = self._delivery_ops(arrival.integration_id, arrival.delivery_id, arrival.received_at)
         if result is AddResult.STALE:
+            if delivery:
+                self._write_later(delivery)
             return result
         integration_id, order_id = arrival.integration_id, arrival.order.order_id
         entry = self._mem._lanes[integration_id].pending[order_id]
@@ -579,8 +607,53 @@ class SqliteStore:
                 )
             ]
         self._mem._lanes[integration_id].pending[order_id] = _bodiless(entry)
-        await self._commit(ops)
+        await self._commit(ops + delivery)
         return result
+
+    def _delivery_ops(self, integration_id: int, delivery_id: str | None, now: float) -> list[Op]:
+        """The delivery id into the file (the mirror has it already), and now and then the
+        expired ones and those past `dedupe_max_entries` out of it (the oldest rows first)."""
+        if delivery_id is None:
+            return []
+        deliveries = self._mem._deliveries
+        ops: list[Op] = [
+            (
+                "INSERT INTO deliveries (key, expires_at) VALUES (?, ?)",
+                (f"{integration_id}:{delivery_id}", now + deliveries.ttl),
+            )
+        ]
+        self._deliveries_since_prune += 1
+        if self._deliveries_since_prune >= _PRUNE_DELIVERIES_EVERY:
+            self._deliveries_since_prune = 0
+            ops.append(_prune_deliveries(now, deliveries.max_entries))
+        return ops
+
+    def _write_later(self, ops: list[Op]) -> None:
+        """Commit `ops` with the next group, without anyone waiting for it."""
+        task = asyncio.get_running_loop().create_task(self._commit(ops))
+        self._background.add(task)
+        task.add_done_callback(self._written_later)
+
+    def _written_later(self, task: asyncio.Task[list[Any]]) -> None:
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()  # a failure was handled in `_commit` (mirror read back); nobody waits
+
+    def seen_delivery(self, integration_id: int, delivery_id: str, now: float) -> bool:
+        return self._mem.seen_delivery(integration_id, delivery_id, now)
+
+    def remember_delivery(self, integration_id: int, delivery_id: str, now: float) -> None:
+        self._mem.remember_delivery(integration_id, delivery_id, now)
+        self._write_later(self._delivery_ops(integration_id, delivery_id, now))
+
+    async def prune(self, now: float) -> int:
+        dropped = self._mem._prune_letters(now)
+        ops = [_prune_deliveries(now, self._mem._deliveries.max_entries)]
+        if dropped:  # the file holds the same letters as the mirror, in the same order
+            ops.append((_DELETE_OLDEST_LETTERS, (dropped,)))
+        self._deliveries_since_prune = 0
+        await self._commit(ops)
+        return dropped
 
     async def take(self, integration_id: int, limit: int, *, batch_id: str, attempt: int) -> Batch | None:
         lane = self._mem._lanes.get(integration_id)
@@ -682,18 +755,13 @@ class SqliteStore:
     def _letter_ops(self, letters: Sequence[DeadLetter], evicted: Sequence[DeadLetter]) -> list[Op]:
         ops: list[Op] = []
         if evicted:  # the file holds the same letters as the mirror, in the same order
-            ops.append(
-                (
-                    "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)",
-                    (len(evicted),),
-                )
-            )
+            ops.append((_DELETE_OLDEST_LETTERS, (len(evicted),)))
         for letter in letters:
             order = letter.order
             ops.append(
                 (
                     "INSERT INTO dead_letters (integration_id, platform, order_id, reason, detail, pointer, "
-                    "delivery_id, body, compressed, at, batch_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "delivery_id, body, compressed, at, batch_id, webhook) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         letter.integration_id,
                         letter.platform,
@@ -706,13 +774,15 @@ class SqliteStore:
                         int(order.compressed) if order is not None else 0,
                         letter.at,
                         letter.batch_id,
+                        zlib.compress(letter.webhook) if letter.webhook is not None else None,
                     ),
                 )
             )
         return ops
 
     async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> tuple[DeadLetter, ...]:
-        evicted = await self._mem.add_dead_letters(letters)
+        # The mirror keeps no webhook bodies (the file does: a later replay reads them there).
+        evicted = await self._mem.add_dead_letters([replace(letter, webhook=None) for letter in letters])
         await self._commit(self._letter_ops(letters, evicted))
         return evicted
 
@@ -731,6 +801,7 @@ class SqliteStore:
 
     async def close(self) -> None:
         """Stop the writer once everything queued has committed, then let go of the file."""
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self._writer.stop()
         if self._lock is not None:
             os.close(self._lock)
