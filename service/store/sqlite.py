@@ -180,6 +180,7 @@ _SET_COUNTER = (
 )
 
 _DELETE_PENDING = "DELETE FROM pending WHERE integration_id = ? AND order_id = ?"
+_INSERT_DELIVERY = "INSERT INTO deliveries (key, expires_at) VALUES (?, ?)"
 _DELETE_OLDEST_LETTERS = "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)"
 #: the file's expired delivery ids are deleted once per this many new ones (and by `prune`)
 _PRUNE_DELIVERIES_EVERY = 1024
@@ -316,6 +317,34 @@ class _Job:
     rows: list[Any] | None = None
 
 
+def _execute_in_runs(connection: sqlite3.Connection, jobs: list[_Job]) -> None:
+    """Every job's statements in order, consecutive ones with the same SQL in one `executemany`
+    (a group of webhooks is a run of pending upserts: one call, not one each); delivery ids,
+    whose order does not matter, all at the end."""
+    deliveries: list[Sequence[Any]] = []
+    run_sql = ""
+    run: list[Sequence[Any]] = []
+    for job in jobs:
+        for sql, params in job.ops:
+            if sql is _INSERT_DELIVERY:
+                deliveries.append(params)
+                continue
+            if sql != run_sql and run:
+                connection.executemany(run_sql, run)
+                run = []
+            run_sql = sql
+            run.append(params)
+        if job.read is not None:
+            if run:
+                connection.executemany(run_sql, run)
+                run = []
+            job.rows = connection.execute(*job.read).fetchall()
+    if run:
+        connection.executemany(run_sql, run)
+    if deliveries:
+        connection.executemany(_INSERT_DELIVERY, deliveries)
+
+
 class _Writer:
     """Owns the writing connection: runs queued jobs in groups, one transaction per group.
 
@@ -370,11 +399,7 @@ class _Writer:
         connection = self._connection
         try:
             connection.execute("BEGIN IMMEDIATE")
-            for job in live:
-                for sql, params in job.ops:
-                    connection.execute(sql, params)
-                if job.read is not None:
-                    job.rows = connection.execute(*job.read).fetchall()
+            _execute_in_runs(connection, live)
             connection.executemany(_SET_COUNTER, live[-1].counters)
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -616,12 +641,7 @@ class SqliteStore:
         if delivery_id is None:
             return []
         deliveries = self._mem._deliveries
-        ops: list[Op] = [
-            (
-                "INSERT INTO deliveries (key, expires_at) VALUES (?, ?)",
-                (f"{integration_id}:{delivery_id}", now + deliveries.ttl),
-            )
-        ]
+        ops: list[Op] = [(_INSERT_DELIVERY, (f"{integration_id}:{delivery_id}", now + deliveries.ttl))]
         self._deliveries_since_prune += 1
         if self._deliveries_since_prune >= _PRUNE_DELIVERIES_EVERY:
             self._deliveries_since_prune = 0
