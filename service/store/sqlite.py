@@ -116,46 +116,39 @@ _MIGRATIONS: tuple[str, ...] = (
         value INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
-    # 1 → 2: pending and in_flight become rowid tables — an order's JSON (kilobytes) in a WITHOUT
-    # ROWID table's B-tree costs ~3x the commit time (measured: docs/benchmarks.md); delivery
-    # ids for dedupe; dead letters keep the webhook body they came from.
+    # 1 → 2: every order version in one table keyed by its arrival number, so rows are appended
+    # at the end and a batch in flight is a list of numbers — an order's JSON is written once and
+    # deleted once (schema 1 copied it from pending to in_flight, into B-trees keyed by order id:
+    # about 1.5x the CPU per order, bench/sqlite_floor.py); delivery ids for dedupe; dead
+    # letters keep the webhook body they came from.
     """
-    CREATE TABLE pending_2 (
+    CREATE TABLE versions (
+        seq INTEGER PRIMARY KEY,           -- the store's arrival number (rowid: rows append)
         integration_id INTEGER NOT NULL,
         order_id TEXT NOT NULL,
         position REAL NOT NULL,            -- place in the lane's line (retries go in front)
         platform TEXT NOT NULL,
         updated_at REAL NOT NULL,
-        seq INTEGER NOT NULL,
         received_at REAL NOT NULL,         -- wall-clock POSIX seconds
         digest BLOB NOT NULL,
         delivery_id TEXT,
         body BLOB NOT NULL,                -- the Sendcloud order's JSON (personal data)
-        compressed INTEGER NOT NULL,
-        UNIQUE (integration_id, order_id)
+        compressed INTEGER NOT NULL
     );
-    INSERT INTO pending_2 SELECT * FROM pending;
-    DROP TABLE pending;
-    ALTER TABLE pending_2 RENAME TO pending;
-    CREATE TABLE in_flight_2 (
+    INSERT INTO versions SELECT seq, integration_id, order_id, position, platform, updated_at,
+        received_at, digest, delivery_id, body, compressed FROM pending;
+    INSERT INTO versions SELECT seq, integration_id, order_id, 0, platform, updated_at,
+        received_at, digest, delivery_id, body, compressed FROM in_flight;
+    CREATE TABLE batch_versions (          -- each lane's batch in flight: which versions, in order
+        seq INTEGER PRIMARY KEY,
         integration_id INTEGER NOT NULL,
-        order_id TEXT NOT NULL,
         batch_id TEXT NOT NULL,
         attempt INTEGER NOT NULL,
-        idx INTEGER NOT NULL,              -- index in the batch
-        platform TEXT NOT NULL,
-        updated_at REAL NOT NULL,
-        seq INTEGER NOT NULL,
-        received_at REAL NOT NULL,
-        digest BLOB NOT NULL,
-        delivery_id TEXT,
-        body BLOB NOT NULL,
-        compressed INTEGER NOT NULL,
-        UNIQUE (integration_id, order_id)
+        idx INTEGER NOT NULL               -- index in the batch
     );
-    INSERT INTO in_flight_2 SELECT * FROM in_flight;
+    INSERT INTO batch_versions SELECT seq, integration_id, batch_id, attempt, idx FROM in_flight;
+    DROP TABLE pending;
     DROP TABLE in_flight;
-    ALTER TABLE in_flight_2 RENAME TO in_flight;
     CREATE TABLE deliveries (              -- rowid: order of arrival (oldest pruned first)
         key TEXT NOT NULL,                 -- "<integration id>:<delivery id>"
         expires_at REAL NOT NULL           -- wall-clock POSIX seconds
@@ -165,21 +158,25 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
+#: a version's columns in `Entry` order after the key (`_entry`), and the same with an empty
+#: body in its place: what the mirror reads of a pending row
 _ENTRY_COLUMNS = "platform, updated_at, seq, received_at, digest, delivery_id, body, compressed"
-#: the same columns with an empty body in its place: what the mirror reads of a pending row
 _BODILESS_COLUMNS = "platform, updated_at, seq, received_at, digest, delivery_id, x'', compressed"
-_UPSERT_PENDING = (
-    "INSERT INTO pending (integration_id, order_id, position, " + _ENTRY_COLUMNS + ") "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (integration_id, order_id) DO UPDATE SET "
-    "position = excluded.position, platform = excluded.platform, updated_at = excluded.updated_at, "
-    "seq = excluded.seq, received_at = excluded.received_at, digest = excluded.digest, "
-    "delivery_id = excluded.delivery_id, body = excluded.body, compressed = excluded.compressed"
+_INSERT_VERSION = (
+    "INSERT INTO versions (seq, integration_id, order_id, position, platform, updated_at, received_at, "
+    "digest, delivery_id, body, compressed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+#: a coalesced version takes the place (row position and line position) of the one it replaces
+_REPLACE_VERSION = (
+    "UPDATE versions SET seq = ?, platform = ?, updated_at = ?, received_at = ?, digest = ?, "
+    "delivery_id = ?, body = ?, compressed = ? WHERE seq = ?"
+)
+_DELETE_VERSION = "DELETE FROM versions WHERE seq = ?"
+_END_BATCH = "DELETE FROM batch_versions WHERE integration_id = ?"
 _SET_COUNTER = (
     "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 )
 
-_DELETE_PENDING = "DELETE FROM pending WHERE integration_id = ? AND order_id = ?"
 _INSERT_DELIVERY = "INSERT INTO deliveries (key, expires_at) VALUES (?, ?)"
 _DELETE_OLDEST_LETTERS = "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)"
 #: the file's expired delivery ids are deleted once per this many new ones (and by `prune`)
@@ -200,12 +197,16 @@ def _prune_deliveries(now: float, keep: int) -> Op:
     )
 
 
-def _entry_values(entry: Entry) -> tuple[Any, ...]:
+def _insert_values(entry: Entry, position: float) -> tuple[Any, ...]:
+    """`_INSERT_VERSION`'s parameters."""
     order = entry.order
     return (
+        entry.seq,
+        entry.integration_id,
+        entry.order_id,
+        position,
         entry.platform,
         entry.updated_at,
-        entry.seq,
         entry.received_at,
         entry.digest,
         entry.delivery_id,
@@ -531,14 +532,16 @@ class SqliteStore:
             self._front = {}
             unsettled = 0
             for integration_id, order_id, position, *row in reader.execute(
-                "SELECT integration_id, order_id, position, " + _BODILESS_COLUMNS + " FROM pending ORDER BY position"
+                "SELECT integration_id, order_id, position, " + _BODILESS_COLUMNS + " FROM versions "
+                "WHERE seq NOT IN (SELECT seq FROM batch_versions) ORDER BY position"
             ):
                 mem._lane(integration_id).pending[order_id] = _entry(integration_id, order_id, row)
                 self._front.setdefault(integration_id, position)
                 unsettled += 1
             flights: dict[int, list[tuple[int, Entry, str, int]]] = {}
             for integration_id, order_id, batch_id, attempt, idx, *row in reader.execute(
-                "SELECT integration_id, order_id, batch_id, attempt, idx, " + _ENTRY_COLUMNS + " FROM in_flight"
+                "SELECT b.integration_id, v.order_id, b.batch_id, b.attempt, b.idx, " + _ENTRY_COLUMNS + " "
+                "FROM batch_versions b JOIN versions v USING (seq)"
             ):
                 flights.setdefault(integration_id, []).append(
                     (idx, _entry(integration_id, order_id, row), batch_id, attempt)
@@ -612,26 +615,26 @@ class SqliteStore:
         )
 
     async def add(self, arrival: Arrival) -> AddResult:
+        lane = self._mem._lane(arrival.integration_id)
+        order_id = arrival.order.order_id
+        replaced = lane.pending.get(order_id)
         result = await self._mem.add(arrival)
         delivery = self._delivery_ops(arrival.integration_id, arrival.delivery_id, arrival.received_at)
         if result is AddResult.STALE:
             if delivery:
                 self._write_later(delivery)
             return result
-        integration_id, order_id = arrival.integration_id, arrival.order.order_id
-        entry = self._mem._lanes[integration_id].pending[order_id]
-        if result is AddResult.BUFFERED:
-            position: float = entry.seq
-            ops: list[Op] = [(_UPSERT_PENDING, (integration_id, order_id, position, *_entry_values(entry)))]
-        else:  # coalesced: the new version keeps the old one's place in line
-            ops = [
-                (
-                    "UPDATE pending SET platform = ?, updated_at = ?, seq = ?, received_at = ?, digest = ?, "
-                    "delivery_id = ?, body = ?, compressed = ? WHERE integration_id = ? AND order_id = ?",
-                    (*_entry_values(entry), integration_id, order_id),
-                )
-            ]
-        self._mem._lanes[integration_id].pending[order_id] = _bodiless(entry)
+        entry = lane.pending[order_id]
+        order = entry.order
+        if replaced is None:  # buffered: at the end of the line
+            ops: list[Op] = [(_INSERT_VERSION, _insert_values(entry, entry.seq))]
+        else:  # coalesced: the new version takes the old one's row and place in line
+            values = (
+                *(entry.seq, entry.platform, entry.updated_at, entry.received_at, entry.digest),
+                *(entry.delivery_id, order.data, int(order.compressed), replaced.seq),
+            )
+            ops = [(_REPLACE_VERSION, values)]
+        lane.pending[order_id] = _bodiless(entry)
         await self._commit(ops + delivery)
         return result
 
@@ -682,28 +685,23 @@ class SqliteStore:
         batch = await self._mem.take(integration_id, limit, batch_id=batch_id, attempt=attempt)
         if batch is None:
             return None
-        # The mirror holds no order bodies: the file's rows move to in_flight and their bodies come
-        # back from the same transaction, after every write queued before this one.
-        ops: list[Op] = []
-        for idx, entry in enumerate(batch.entries):
-            ops.append(
-                (
-                    "INSERT INTO in_flight (integration_id, order_id, batch_id, attempt, idx, " + _ENTRY_COLUMNS + ") "
-                    "SELECT integration_id, order_id, ?, ?, ?, " + _ENTRY_COLUMNS + " FROM pending "
-                    "WHERE integration_id = ? AND order_id = ?",
-                    (batch.id, batch.attempt, idx, integration_id, entry.order_id),
-                )
+        # The mirror holds no order bodies: the batch's rows are listed in batch_versions, and
+        # their bodies come back from the same transaction, after every write queued before it.
+        ops: list[Op] = [
+            (
+                "INSERT INTO batch_versions (seq, integration_id, batch_id, attempt, idx) VALUES (?, ?, ?, ?, ?)",
+                (entry.seq, integration_id, batch.id, batch.attempt, idx),
             )
-            ops.append((_DELETE_PENDING, (integration_id, entry.order_id)))
+            for idx, entry in enumerate(batch.entries)
+        ]
         read: Op = (
-            "SELECT order_id, body, compressed FROM in_flight WHERE integration_id = ? AND batch_id = ?",
-            (integration_id, batch.id),
+            "SELECT v.seq, v.body, v.compressed FROM batch_versions b JOIN versions v USING (seq) "
+            "WHERE b.integration_id = ?",
+            (integration_id,),
         )
-        bodies = {
-            order_id: (bytes(body), bool(compressed)) for order_id, body, compressed in await self._commit(ops, read)
-        }
+        bodies = {seq: (bytes(body), bool(compressed)) for seq, body, compressed in await self._commit(ops, read)}
         entries = tuple(
-            entry._replace(order=EncodedOrder(entry.order_id, *bodies[entry.order_id])) for entry in batch.entries
+            entry._replace(order=EncodedOrder(entry.order_id, *bodies[entry.seq])) for entry in batch.entries
         )
         full = Batch(batch.id, integration_id, entries, batch.attempt)
         lane = self._mem._lanes[integration_id]
@@ -714,7 +712,8 @@ class SqliteStore:
         settled = await self._mem.settle(batch, settlement)
         integration_id = batch.integration_id
         ops = self._front_ops(integration_id, settlement.retry)
-        ops.append(("DELETE FROM in_flight WHERE integration_id = ?", (integration_id,)))
+        ops += [(_DELETE_VERSION, (entry.seq,)) for entry in (*settlement.sent, *settlement.dead_entries)]
+        ops.append((_END_BATCH, (integration_id,)))
         for entry in settlement.sent:
             self._sent_seq += 1
             ops.append(
@@ -739,35 +738,27 @@ class SqliteStore:
         return settled
 
     def _front_ops(self, integration_id: int, retried: Iterable[Entry]) -> list[Op]:
-        """The retried orders back in front of the line: a retried row goes from in_flight back to
-        pending (run these before in_flight is cleared); where a newer version of the order was
-        pending meanwhile, that row takes the place instead, with the older one's receipt time."""
+        """The retried versions back in front of the line (run these before the batch is ended);
+        where a newer version of the order was pending meanwhile, that one takes the place
+        instead, with the older one's receipt time, and the older row goes."""
         pending = self._mem._lanes[integration_id].pending
         retried = list(retried)
         front = self._front.get(integration_id, 0.0)
         ops: list[Op] = []
         for place, old in enumerate(retried):
-            order_id = old.order_id
-            entry = pending[order_id]
+            entry = pending[old.order_id]
             position = front - len(retried) + place
             if entry.seq == old.seq:  # the retried version itself
-                ops.append((_DELETE_PENDING, (integration_id, order_id)))
-                ops.append(
-                    (
-                        "INSERT INTO pending (integration_id, order_id, position, " + _ENTRY_COLUMNS + ") "
-                        "SELECT integration_id, order_id, ?, " + _ENTRY_COLUMNS + " FROM in_flight "
-                        "WHERE integration_id = ? AND order_id = ?",
-                        (position, integration_id, order_id),
-                    )
-                )
+                ops.append(("UPDATE versions SET position = ? WHERE seq = ?", (position, old.seq)))
             else:  # superseded by the newer version already in the file
+                ops.append((_DELETE_VERSION, (old.seq,)))
                 ops.append(
                     (
-                        "UPDATE pending SET position = ?, received_at = ? WHERE integration_id = ? AND order_id = ?",
-                        (position, entry.received_at, integration_id, order_id),
+                        "UPDATE versions SET position = ?, received_at = ? WHERE seq = ?",
+                        (position, entry.received_at, entry.seq),
                     )
                 )
-            pending[order_id] = _bodiless(entry)
+            pending[old.order_id] = _bodiless(entry)
         if retried:
             self._front[integration_id] = front - len(retried)
         return ops
@@ -814,7 +805,7 @@ class SqliteStore:
                 continue
             await self._mem.settle(batch, Settlement((), (), (), batch.entries))
             ops = self._front_ops(integration_id, batch.entries)
-            ops.append(("DELETE FROM in_flight WHERE integration_id = ?", (integration_id,)))
+            ops.append((_END_BATCH, (integration_id,)))
             await self._commit(ops)
             recovered.append(batch)
         return tuple(recovered)
@@ -901,17 +892,12 @@ def summarize(path: Path) -> StoreSummary:
         def count(sql: str) -> int:
             return int(reader.execute(sql).fetchone()[0])
 
-        lanes = tuple(
-            row[0]
-            for row in reader.execute(
-                "SELECT integration_id FROM pending UNION SELECT integration_id FROM in_flight ORDER BY 1"
-            )
-        )
+        lanes = tuple(row[0] for row in reader.execute("SELECT DISTINCT integration_id FROM versions ORDER BY 1"))
         return StoreSummary(
             version,
-            count("SELECT count(*) FROM pending"),
-            count("SELECT count(*) FROM in_flight"),
-            count("SELECT count(DISTINCT batch_id) FROM in_flight"),
+            count("SELECT count(*) FROM versions WHERE seq NOT IN (SELECT seq FROM batch_versions)"),
+            count("SELECT count(*) FROM batch_versions"),
+            count("SELECT count(DISTINCT batch_id) FROM batch_versions"),
             count("SELECT count(*) FROM dead_letters"),
             count("SELECT count(*) FROM sent"),
             lanes,
