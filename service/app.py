@@ -421,7 +421,14 @@ def create_app(
         dedupe_ttl=bc.dedupe_ttl_seconds,
         dedupe_max_entries=bc.dedupe_max_entries,
     )
-    buffer = Buffer(settings, client, store, metrics, dead_letter_capacity=bc.dead_letter_capacity)
+    buffer = Buffer(
+        settings,
+        client,
+        store,
+        metrics,
+        dead_letter_capacity=bc.dead_letter_capacity,
+        recovery_hold=sc.timeout_seconds,
+    )
     integrations = _integrations(config)
     state = AppState(
         config=config,

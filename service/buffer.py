@@ -136,6 +136,7 @@ class Buffer:
         clock: Clock | None = None,
         backoff: Callable[[int, float | None], float] = backoff_delay,
         dead_letter_capacity: int = 10_000,
+        recovery_hold: float = 0.0,
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -144,6 +145,7 @@ class Buffer:
         self._metrics = metrics
         self._backoff = backoff
         self._letter_capacity = dead_letter_capacity
+        self._recovery_hold = recovery_hold
         self._lanes: dict[int, Lane] = {}
         self._closing = False
         self._closed = asyncio.Event()
@@ -155,21 +157,31 @@ class Buffer:
 
     async def start(self) -> None:
         """Resume what the store holds: batches in flight when the last process stopped go back
-        to pending, and every lane with orders gets its flush task."""
+        to pending, and every lane with orders gets its flush task.
+
+        A lane whose batch was in flight waits `recovery_hold` seconds (the Sendcloud client's
+        timeout) before it sends: the dead process's request may still be on its way or being
+        processed, and landing after a newer version of one of its orders it would overwrite
+        it with the older one. Past the client's timeout that request is given up."""
+        now = self.clock.monotonic()
+        held = set()
         for batch in await self.store.recover():
+            held.add(batch.integration_id)
             _log.warning(
                 "batch.recovered",
                 integration_id=batch.integration_id,
                 batch_id=batch.id,
                 size=len(batch.entries),
                 attempt=batch.attempt,
+                hold_seconds=self._recovery_hold,
             )
-        now = self.clock.monotonic()
         for integration_id in self.store.lanes():
             lane = self._lane(integration_id)
             # As if its orders had just arrived: the lane flushes once it has been quiet for
             # debounce_seconds (or at max_wait from their stored receipt, if that comes first).
             lane.last_activity = now
+            if integration_id in held:
+                lane.not_before = now + self._recovery_hold
             lane.wake.set()
         self._housekeeping = asyncio.get_running_loop().create_task(self._prune(), name="store-prune")
 

@@ -525,6 +525,29 @@ async def test_start_resumes_a_store_with_a_batch_in_flight(new_store: StoreFact
     await buffer.close(1)
 
 
+@pytest.mark.anyio
+async def test_a_recovered_lane_waits_out_the_dead_process_request(new_store: StoreFactory) -> None:
+    """The lane whose batch was in flight at the crash sends nothing for `recovery_hold` seconds
+    (the client timeout: the dead process's request may still land, and must not land after a
+    newer version); a lane that had nothing in flight flushes as usual."""
+    store = await new_store()
+    await store.add(arrival("a", received=WALL_START))
+    await store.take(7, 1, batch_id="crashed", attempt=1)
+    await store.add(arrival("a", 5, received=WALL_START))  # a newer version, pending behind it
+    await store.add(arrival("z", received=WALL_START)._replace(integration_id=8))
+    sender = ScriptedSender()
+    clock = FakeClock(busy=getattr(store, "writing", None))
+    buffer = Buffer(BufferSettings(), sender, store, Metrics(), clock=clock, recovery_hold=10.0)
+    await buffer.start()
+    await clock.advance(9.9)
+    assert [[o.order_id for o in b] for b in sender.batches] == [["z"]]  # lane 8 only
+    await clock.advance(0.1)
+    assert [[o.order_id for o in b] for b in sender.batches] == [["z"], ["a"]]
+    assert updated_at(sender.batches[1][0]) == T0 + timedelta(minutes=5)  # the newer version went, once
+    assert buffer.ledger().balanced and buffer.pending() == 0
+    await buffer.close(1)
+
+
 def test_the_buffer_knows_nothing_of_http() -> None:
     """The buffer, the store and the settlement import no HTTP client: the Sendcloud side is a `Sender`."""
     code = (

@@ -177,6 +177,8 @@ def test_sigkill_at_random_moments_loses_nothing_with_the_sqlite_store(tmp_path:
         tmp_path,
         buffer={"debounce_seconds": 0.2, "max_wait_seconds": 0.5},
         store={"url": f"sqlite:///{tmp_path / 'state.db'}", "synchronous": "normal"},
+        # a restarted lane that had a batch in flight waits this long (the dead process's request)
+        sendcloud={"timeout_seconds": 2.0},
     )
     rng = random.Random(20261203)
     accepted: dict[str, int] = {}

@@ -48,6 +48,7 @@ def test_a_full_disk_mid_load_answers_503_never_a_false_accepted_and_recovers(tm
         tmp_path,
         buffer={"debounce_seconds": 0.1, "max_wait_seconds": 0.3},
         store={"url": f"sqlite:///{tmp_path / 'state.db'}"},
+        sendcloud={"timeout_seconds": 2.0},
     )
     port = free_port()
     service = ServiceProcess(config, port, cwd=tmp_path)

@@ -215,8 +215,8 @@ class MemoryStore:
         for lane in self._lanes.values():
             if lane.flying is not None:
                 recovered.append(lane.flying)
-                self._restore(lane, lane.flying.entries)
-                lane.flying, lane.flying_ids = None, {}
+                # retried, so a newer pending version supersedes it (and the ledger says so)
+                await self.settle(lane.flying, Settlement((), (), (), lane.flying.entries))
         return tuple(recovered)
 
     async def close(self) -> None:
