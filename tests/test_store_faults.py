@@ -52,6 +52,14 @@ def test_a_full_disk_mid_load_answers_503_never_a_false_accepted_and_recovers(tm
     )
     port = free_port()
     service = ServiceProcess(config, port, cwd=tmp_path)
+    try:
+        _load_through_a_full_disk(service, fake, config, tmp_path, port)
+    finally:
+        if service.process.poll() is None:
+            service.stop(signal.SIGKILL)
+
+
+def _load_through_a_full_disk(service: ServiceProcess, fake: Any, config: Path, tmp_path: Path, port: int) -> None:
     service.wait_ready()
     accepted: set[str] = set()
     refused: set[str] = set()
@@ -127,10 +135,12 @@ def test_a_retried_delivery_is_a_duplicate_after_a_kill(tmp_path: Path, serve: A
     _, config = _fake_sendcloud_and_config(serve, tmp_path, store={"url": f"sqlite:///{tmp_path / 'state.db'}"})
     port = free_port()
     service = ServiceProcess(config, port, cwd=tmp_path)
-    service.wait_ready()
-    with httpx.Client(base_url=service.url, timeout=5) as client:
-        assert _post(client, 500_001, delivery="retried-delivery").json() == {"status": "accepted"}
-    service.stop(signal.SIGKILL)
+    try:
+        service.wait_ready()
+        with httpx.Client(base_url=service.url, timeout=5) as client:
+            assert _post(client, 500_001, delivery="retried-delivery").json() == {"status": "accepted"}
+    finally:
+        service.stop(signal.SIGKILL)
     restarted = ServiceProcess(config, port, cwd=tmp_path)
     try:
         restarted.wait_ready()

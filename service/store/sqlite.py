@@ -28,12 +28,12 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import queue
 import sqlite3
 import threading
 import time
 import zlib
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -369,7 +369,11 @@ class _Writer:
         self.commits = 0
         #: jobs submitted and not yet resolved
         self.outstanding = 0
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="order-bridge-sqlite-commit")
+        #: (loop, live jobs, all jobs) of each group whose COMMIT the thread is to run; None: stop
+        self._commits: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, list[_Job], list[_Job]] | None]
+        self._commits = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="order-bridge-sqlite-commit", daemon=True)
+        self._thread.start()
 
     def submit(
         self, ops: list[Op], epoch: int, counters: Sequence[tuple[str, int]], read: Op | None = None
@@ -389,7 +393,8 @@ class _Writer:
     async def stop(self) -> None:
         """Once everything queued has committed: close the connection, end the thread."""
         await self._idle.wait()
-        self._thread.shutdown(wait=True)
+        self._commits.put(None)
+        await asyncio.to_thread(self._thread.join)
         self._connection.close()
 
     def _start(self) -> None:
@@ -408,8 +413,16 @@ class _Writer:
                 connection.execute("ROLLBACK")
             self._finish(live, f"{type(exc).__name__}: {exc}", jobs)
             return
-        committed = asyncio.get_running_loop().run_in_executor(self._thread, self._commit_now)
-        committed.add_done_callback(lambda done: self._finish(live, done.result(), jobs))
+        self._commits.put((asyncio.get_running_loop(), live, jobs))
+
+    def _run(self) -> None:
+        """The commit thread: each group's COMMIT, then its answer back on the loop (one hop:
+        every hop through the loop's queue waits behind the requests already there)."""
+        while (group := self._commits.get()) is not None:
+            loop, live, jobs = group
+            error = self._commit_now()
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(self._finish, live, error, jobs)
 
     def _commit_now(self) -> str | None:
         """In the commit thread: COMMIT (the WAL write and fsync); the error, if it failed."""
