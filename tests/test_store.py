@@ -464,6 +464,24 @@ async def test_sqlite_dead_letter_keeps_its_webhook_body_in_the_file_until_prune
 
 
 @pytest.mark.anyio
+async def test_sqlite_file_stays_flat_under_steady_load(tmp_path: Path) -> None:
+    """Orders in, batches out, round after round: freed pages are reused, sent versions and
+    delivery ids are pruned to their bounds and the WAL is checkpointed — the file (with its
+    WAL) stops growing once the bounds are reached (bench/store_bench.py measures it at scale)."""
+    path = tmp_path / "state.db"
+    store = SqliteStore.open(path, synchronous="normal", remember_sent=200, dedupe_max_entries=400)
+    sizes = []
+    for round_ in range(16):
+        names = [f"r{round_}-{n}" for n in range(300)]
+        await asyncio.gather(*(store.add(arrival(name)._replace(delivery_id=name)) for name in names))
+        while (batch := await store.take(7, 100, batch_id=f"b{round_}", attempt=1)) is not None:
+            await store.settle(batch, sent(batch))
+        sizes.append(sum(f.stat().st_size for f in tmp_path.glob("state.db*")))
+    await store.close()
+    assert max(sizes[8:]) <= sizes[7] * 1.2, sizes
+
+
+@pytest.mark.anyio
 async def test_sqlite_is_one_process_per_file(tmp_path: Path) -> None:
     """A second opener of the same file is refused (it would trust a mirror the first one changes
     under it); once the first closes, it may."""

@@ -456,38 +456,6 @@ class _Writer:
             self._idle.set()
 
 
-class _Checkpointer:
-    """Copies the WAL back into the database file, from a thread and a connection of its own.
-
-    SQLite's automatic checkpoint runs inside the COMMIT that takes the WAL past 1,000 pages: that
-    commit — and every webhook waiting for it — then took tens of milliseconds (p99 at half load
-    46 ms, docs/benchmarks.md). So the writer's connection never checkpoints
-    (`wal_autocheckpoint = 0`), and this thread runs a PASSIVE checkpoint every `interval`
-    seconds, which never blocks the writer; the WAL starts over from its beginning once a
-    checkpoint has caught up. At close, a TRUNCATE checkpoint leaves the WAL empty.
-    """
-
-    def __init__(self, path: Path, synchronous: str, interval: float = 0.5) -> None:
-        self._connection = connect(path)
-        self._connection.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-        self._interval = interval
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="order-bridge-sqlite-checkpoint", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stopping.wait(self._interval):
-            with contextlib.suppress(sqlite3.Error):  # a full disk: the next round tries again
-                self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join()
-        with contextlib.suppress(sqlite3.Error):
-            self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._connection.close()
-
-
 class SqliteStore:
     """`Store` in a SQLite file. Open with `SqliteStore.open(path)`; close with `await close()`."""
 
@@ -511,7 +479,6 @@ class SqliteStore:
         self._available = True
         self._sent_seq = 0
         self._lock: int | None = None
-        self._checkpointer: _Checkpointer | None = None
         self._reload()
         self._writer = _Writer(connection)
 
@@ -547,7 +514,6 @@ class SqliteStore:
             _migrate(connection, path)
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-            connection.execute("PRAGMA wal_autocheckpoint = 0")  # `_Checkpointer` does it
             store = cls(
                 path,
                 connection,
@@ -567,7 +533,6 @@ class SqliteStore:
             os.close(lock)
             raise
         store._lock = lock
-        store._checkpointer = _Checkpointer(path, synchronous)
         return store
 
     # ------------------------------------------------------------ reading the file back
@@ -863,9 +828,6 @@ class SqliteStore:
         """Stop the writer once everything queued has committed, then let go of the file."""
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._writer.stop()
-        if self._checkpointer is not None:
-            await asyncio.to_thread(self._checkpointer.stop)
-            self._checkpointer = None
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
