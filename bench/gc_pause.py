@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 
 from service.dedupe import SeenDeliveries
-from service.store import digest
+from service.store import StoreSettings, digest
 from service.store.memory import MemoryStore
 
 SENT, SEEN = 100_000, 200_000
@@ -44,7 +44,7 @@ def main() -> int:
     gc.freeze()  # as `order-bridge serve` does after start-up
     empty = full_collection_ms()
 
-    memory = MemoryStore(remember_sent=SENT)
+    memory = MemoryStore(StoreSettings(remember_sent=SENT))
     stores = [memory._lane(lane).sent for lane in range(lanes)]
     for lane, lane_sent in enumerate(stores):
         for k in range(SENT):

@@ -31,6 +31,7 @@ from adapters.sendcloud import ENCODER
 from service.buffer import Buffer, BufferSettings
 from service.dedupe import SeenDeliveries
 from service.metrics import Metrics
+from service.store import StoreSettings
 from service.store.memory import MemoryStore
 
 
@@ -49,7 +50,9 @@ async def measure(n: int) -> list[tuple[str, float]]:
     prefix = body_prefix()
     bodies = [prefix + tail(order_id(8, 1, k)) for k in range(n)]
     settings = BufferSettings(max_pending=10 * n, compress_share=0.0)  # every order kept as a backlog is
-    buffer = Buffer(settings, Unreachable(), MemoryStore(compress_above=settings.compress_above), Metrics())
+    buffer = Buffer(
+        settings, Unreachable(), MemoryStore(StoreSettings(compress_above=settings.compress_above)), Metrics()
+    )
     seen = SeenDeliveries(86_400, 200_000)
     gc.collect()
     tracemalloc.start()

@@ -29,7 +29,7 @@ from orders import body_prefix, order_id, tail
 
 from adapters import get_adapter
 from adapters.sendcloud import encode_order
-from service.store import Arrival, Settlement
+from service.store import Arrival, Settlement, StoreSettings
 from service.store.sqlite import SqliteStore
 
 HERE = Path(__file__).resolve().parent
@@ -50,7 +50,7 @@ def _orders(n: int, phase: int = 1) -> list[Arrival]:
 
 
 async def _fill(path: Path, arrivals: list[Arrival]) -> float:
-    store = SqliteStore.open(path, synchronous="full", compress_above=10**9)
+    store = SqliteStore.open(path, synchronous="full", settings=StoreSettings(compress_above=10**9))
     began = time.perf_counter()
     for start in range(0, len(arrivals), 256):  # as concurrent webhooks do: many adds per commit
         await asyncio.gather(*(store.add(a) for a in arrivals[start : start + 256]))
@@ -100,7 +100,9 @@ def _serve(path: Path, folder: Path) -> tuple[float, float]:
 
 
 async def _growth(path: Path) -> list[int]:
-    store = SqliteStore.open(path, synchronous="normal", remember_sent=5_000, compress_above=10**9)
+    store = SqliteStore.open(
+        path, synchronous="normal", settings=StoreSettings(remember_sent=5_000, compress_above=10**9)
+    )
     sizes = []
     for round_ in range(12):
         arrivals = _orders(1_000, phase=10 + round_)

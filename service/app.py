@@ -36,7 +36,7 @@ from service.metrics import Metrics
 from service.openapi import document_json
 from service.ratelimit import RateLimiter
 from service.sendcloud import SendcloudClient
-from service.store import AddResult, DeadLetter, Store, StoreUnavailable
+from service.store import AddResult, DeadLetter, Store, StoreSettings, StoreUnavailable
 from service.store.factory import open_store
 
 __all__ = ["AppState", "create_app"]
@@ -252,7 +252,7 @@ async def _handle(state: AppState, scope: Scope, receive: Receive, platform: str
         except StoreUnavailable as unavailable:
             return _store_unavailable(ids, unavailable, None), "unavailable"
     try:
-        added = await state.buffer.add(integration.config.id, platform, order, delivery_id=delivery_id)
+        added = await state.buffer.add(integration.config.id, platform, order, delivery_id=delivery_id, received_at=now)
     except BufferFull:
         _log.warning("webhook.rejected", **ids, status=503, error="buffer_full", order_id=order.order_id)
         return _error(503, "buffer_full", "Too many orders are waiting; retry later.", retry=True), "unavailable"
@@ -411,9 +411,7 @@ def create_app(
         max_batch=bc.max_batch,
         max_pending=bc.max_pending,
     )
-    store = open_store(
-        config.store.url,
-        synchronous=config.store.synchronous,
+    kept = StoreSettings(
         remember_sent=bc.remember_sent,
         compress_above=settings.compress_above,
         dead_letter_capacity=bc.dead_letter_capacity,
@@ -421,6 +419,7 @@ def create_app(
         dedupe_ttl=bc.dedupe_ttl_seconds,
         dedupe_max_entries=bc.dedupe_max_entries,
     )
+    store = open_store(config.store.url, synchronous=config.store.synchronous, settings=kept)
     buffer = Buffer(
         settings,
         client,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service.store import Store
+from service.store import Store, StoreSettings
 from service.store.memory import MemoryStore
 from service.store.sqlite import SqliteStore
 
@@ -20,9 +20,11 @@ StoreFactory = Callable[..., Awaitable[Any]]
 
 
 async def open_store(kind: str, path: Path, **options: Any) -> MemoryStore | SqliteStore:
+    """A store of `kind`; `options` are `StoreSettings` fields."""
+    settings = StoreSettings(**options)
     if kind == "memory":
-        return MemoryStore(**options)
-    return SqliteStore.open(path, synchronous="normal", **options)
+        return MemoryStore(settings)
+    return SqliteStore.open(path, synchronous="normal", settings=settings)
 
 
 @pytest.fixture(params=KINDS)

@@ -8,7 +8,7 @@ import pytest
 
 from service.dedupe import SeenDeliveries
 from service.recent import Recent
-from service.store import digest
+from service.store import StoreSettings, digest
 from service.store.memory import MemoryStore
 
 
@@ -42,7 +42,7 @@ def test_what_the_service_remembers_in_bulk_is_not_tracked_by_the_garbage_collec
     seen = SeenDeliveries(60, 10_000)
     for n in range(3000):
         seen.remember(SeenDeliveries.key(7, f"delivery-{n}"), 1_700_000_000.0)
-    store = MemoryStore(remember_sent=10_000)
+    store = MemoryStore(StoreSettings(remember_sent=10_000))
     sent = store._lane(7).sent
     sent.put("1001", (1_700_000_000.0, 1, digest(b"{}")))
     gc.collect()

@@ -21,6 +21,7 @@ from service.store import (
     DeadLetter,
     Settlement,
     StoreOpenError,
+    StoreSettings,
     StoreUnavailable,
     digest,
 )
@@ -219,9 +220,9 @@ async def test_store_prune_drops_dead_letters_past_their_retention(new_store: St
 # ---------------------------------------------------------------- SQLite only
 
 
-async def _filled(path: Path, **options: int) -> SqliteStore:
+async def _filled(path: Path) -> SqliteStore:
     """A store at `path` with: a, b pending; c sent; d in flight (batch b1, attempt 2); one dead letter."""
-    store = SqliteStore.open(path, **options)  # type: ignore[arg-type]
+    store = SqliteStore.open(path)
     for name in "cd":
         await store.add(arrival(name, 1, received=100.0))
     sent_batch = await store.take(7, 1, batch_id="b0", attempt=1)
@@ -395,7 +396,7 @@ async def test_summarize_reads_the_file_without_writing(tmp_path: Path) -> None:
 async def test_sqlite_keeps_sent_versions_within_its_bound(tmp_path: Path) -> None:
     """The file does not grow with every order ever sent: it keeps the newest `remember_sent`."""
     path = tmp_path / "state.db"
-    store = SqliteStore.open(path, remember_sent=10)
+    store = SqliteStore.open(path, settings=StoreSettings(remember_sent=10))
     for round_ in range(5):
         for n in range(10):
             await store.add(arrival(f"r{round_}-{n}"))
@@ -419,7 +420,7 @@ async def test_sqlite_keeps_delivery_ids_across_a_restart_and_bounds_them(tmp_pa
     not one whose TTL ran out; the file keeps at most `dedupe_max_entries` of them."""
     path = tmp_path / "state.db"
     now = time.time()
-    store = SqliteStore.open(path, dedupe_ttl=3600.0, dedupe_max_entries=2000)
+    store = SqliteStore.open(path, settings=StoreSettings(dedupe_ttl=3600.0, dedupe_max_entries=2000))
     await store.add(arrival("a", 1, received=now)._replace(delivery_id="taken"))
     store.remember_delivery(7, "ignored-topic", now)
     store.remember_delivery(7, "long-ago", now - 7200.0)  # expired already
@@ -430,7 +431,7 @@ async def test_sqlite_keeps_delivery_ids_across_a_restart_and_bounds_them(tmp_pa
         kept = raw.execute("SELECT count(*) FROM deliveries").fetchone()[0]
     assert kept <= 2000 + 1024, kept  # pruned every 1,024 ids
 
-    again = SqliteStore.open(path, dedupe_ttl=3600.0, dedupe_max_entries=2000)
+    again = SqliteStore.open(path, settings=StoreSettings(dedupe_ttl=3600.0, dedupe_max_entries=2000))
     try:
         assert again.seen_delivery(8, "bulk-2999", now)
         assert not again.seen_delivery(8, "bulk-0", now)  # past the bound
@@ -448,7 +449,7 @@ async def test_sqlite_dead_letter_keeps_its_webhook_body_in_the_file_until_prune
     does not hold it; pruning past the retention deletes it with the letter."""
     path = tmp_path / "state.db"
     webhook = b'{"id": 820982911946154508, "currency": "JPY"}' * 20
-    store = SqliteStore.open(path, dead_letter_retention=100.0)
+    store = SqliteStore.open(path, settings=StoreSettings(dead_letter_retention=100.0))
     letter = DeadLetter(
         7, "shopify", None, "unsupported_currency", "JPY", delivery_id="d-1", at=1000.0, webhook=webhook
     )
@@ -469,7 +470,9 @@ async def test_sqlite_file_stays_flat_under_steady_load(tmp_path: Path) -> None:
     delivery ids are pruned to their bounds and the WAL is checkpointed — the file (with its
     WAL) stops growing once the bounds are reached (bench/store_bench.py measures it at scale)."""
     path = tmp_path / "state.db"
-    store = SqliteStore.open(path, synchronous="normal", remember_sent=200, dedupe_max_entries=400)
+    store = SqliteStore.open(
+        path, synchronous="normal", settings=StoreSettings(remember_sent=200, dedupe_max_entries=400)
+    )
     sizes = []
     for round_ in range(16):
         names = [f"r{round_}-{n}" for n in range(300)]

@@ -31,6 +31,7 @@ from typing import NamedTuple, Protocol
 from adapters.sendcloud import EncodedOrder
 
 __all__ = [
+    "DEFAULT_SETTINGS",
     "AddResult",
     "Arrival",
     "Batch",
@@ -41,6 +42,7 @@ __all__ = [
     "Settlement",
     "Store",
     "StoreOpenError",
+    "StoreSettings",
     "StoreUnavailable",
     "Version",
     "VersionKey",
@@ -182,6 +184,26 @@ class Settled:
     superseded: int
     #: dead letters pushed out of a full dead-letter store
     evicted: tuple[DeadLetter, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """How much a store keeps, and for how long (`[buffer]` and `[store]`, DESIGN §4)."""
+
+    #: per lane: sent versions remembered to drop stale repeats
+    remember_sent: int = 100_000
+    #: unsettled orders above which new ones are kept zlib-compressed
+    compress_above: int = 10_000
+    dead_letter_capacity: int = 10_000
+    #: seconds a dead letter (personal data) is kept
+    dead_letter_retention: float = 30 * 86_400.0
+    #: seconds a delivery id is remembered for dedupe, and at most how many
+    dedupe_ttl: float = 86_400.0
+    dedupe_max_entries: int = 200_000
+
+
+#: every setting at its default (frozen: one value serves every store that takes the defaults)
+DEFAULT_SETTINGS = StoreSettings()
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from service.store import Store
+from service.store import DEFAULT_SETTINGS, Store, StoreSettings
 from service.store.memory import MemoryStore
 from service.store.sqlite import SqliteStore
 
@@ -26,26 +25,13 @@ def open_store(
     url: str,
     *,
     synchronous: str = "full",
-    remember_sent: int = 100_000,
-    compress_above: int = 10_000,
-    dead_letter_capacity: int = 10_000,
-    dead_letter_retention: float = 30 * 86_400.0,
-    dedupe_ttl: float = 86_400.0,
-    dedupe_max_entries: int = 200_000,
+    settings: StoreSettings = DEFAULT_SETTINGS,
 ) -> Store:
     """Open the store at `url` (a SQLite file is created, migrated and read back). Raises
     `StoreOpenError` when the file cannot be used, `ValueError` for a URL of no known kind."""
-    options: dict[str, Any] = {
-        "remember_sent": remember_sent,
-        "compress_above": compress_above,
-        "dead_letter_capacity": dead_letter_capacity,
-        "dead_letter_retention": dead_letter_retention,
-        "dedupe_ttl": dedupe_ttl,
-        "dedupe_max_entries": dedupe_max_entries,
-    }
     if url == MEMORY:
-        return MemoryStore(**options)
+        return MemoryStore(settings)
     path = sqlite_path(url)
     if path is None:
         raise ValueError(f"no store for {url!r}: use {MEMORY} or {_SQLITE}path")
-    return SqliteStore.open(path, synchronous=synchronous, **options)
+    return SqliteStore.open(path, synchronous=synchronous, settings=settings)

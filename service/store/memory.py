@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from service.dedupe import SeenDeliveries
 from service.recent import Recent
 from service.store import (
+    DEFAULT_SETTINGS,
     AddResult,
     Arrival,
     Batch,
@@ -30,6 +31,7 @@ from service.store import (
     Ledger,
     Settled,
     Settlement,
+    StoreSettings,
     Version,
     digest,
 )
@@ -59,31 +61,19 @@ class _Lane:
 class MemoryStore:
     """`Store` in memory. Not thread-safe; the buffer calls it from one event loop."""
 
-    def __init__(
-        self,
-        *,
-        remember_sent: int = 100_000,
-        compress_above: int = 10_000,
-        dead_letter_capacity: int = 10_000,
-        dead_letter_retention: float = 30 * 86_400.0,
-        dedupe_ttl: float = 86_400.0,
-        dedupe_max_entries: int = 200_000,
-    ) -> None:
-        self._remember = remember_sent
-        self._retention = dead_letter_retention
-        self._deliveries = SeenDeliveries(dedupe_ttl, dedupe_max_entries)
-        self._compress_above = compress_above
+    def __init__(self, settings: StoreSettings = DEFAULT_SETTINGS) -> None:
+        self.settings = settings
+        self._deliveries = SeenDeliveries(settings.dedupe_ttl, settings.dedupe_max_entries)
         self._lanes: dict[int, _Lane] = {}
         self._seq = 0
         self._unsettled = 0
         self._letters: deque[DeadLetter] = deque()
-        self._letter_capacity = dead_letter_capacity
         self._accepted = self._sent = self._superseded = self._dead_lettered = 0
 
     def _lane(self, integration_id: int) -> _Lane:
         lane = self._lanes.get(integration_id)
         if lane is None:
-            lane = self._lanes[integration_id] = _Lane(sent=Recent(self._remember))
+            lane = self._lanes[integration_id] = _Lane(sent=Recent(self.settings.remember_sent))
         return lane
 
     # ------------------------------------------------------------ writes
@@ -108,7 +98,7 @@ class MemoryStore:
         current = lane.pending.get(order_id)
         if current is not None and _not_newer(arrival.updated_at, seq, content, current.version, current.digest):
             return AddResult.STALE
-        if self._unsettled >= self._compress_above:  # Sendcloud is not keeping up: trade CPU for memory
+        if self._unsettled >= self.settings.compress_above:  # Sendcloud is not keeping up: trade CPU for memory
             order = order.compress()
         entry = Entry(
             arrival.integration_id,
@@ -185,7 +175,7 @@ class MemoryStore:
     def _keep_letters(self, letters: Sequence[DeadLetter]) -> tuple[DeadLetter, ...]:
         evicted: list[DeadLetter] = []
         for letter in letters:
-            if len(self._letters) >= self._letter_capacity:
+            if len(self._letters) >= self.settings.dead_letter_capacity:
                 evicted.append(self._letters.popleft())
             self._letters.append(letter)
         return tuple(evicted)
@@ -201,7 +191,7 @@ class MemoryStore:
 
     def _prune_letters(self, now: float) -> int:
         """Dead letters older than the retention go (oldest first: they are kept in order)."""
-        cutoff = now - self._retention
+        cutoff = now - self.settings.dead_letter_retention
         dropped = 0
         while self._letters and self._letters[0].at < cutoff:
             self._letters.popleft()

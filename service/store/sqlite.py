@@ -39,7 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from adapters.sendcloud import EncodedOrder
+from service.dedupe import SeenDeliveries
 from service.store import (
+    DEFAULT_SETTINGS,
     AddResult,
     Arrival,
     Batch,
@@ -49,6 +51,7 @@ from service.store import (
     Settled,
     Settlement,
     StoreOpenError,
+    StoreSettings,
     StoreUnavailable,
 )
 from service.store.memory import MemoryStore
@@ -328,7 +331,7 @@ def _execute_in_runs(connection: sqlite3.Connection, jobs: list[_Job]) -> None:
     run: list[Sequence[Any]] = []
     for job in jobs:
         for sql, params in job.ops:
-            if sql is _INSERT_DELIVERY:
+            if sql == _INSERT_DELIVERY:
                 deliveries.append(params)
                 continue
             if sql != run_sql and run:
@@ -369,7 +372,7 @@ class _Writer:
         self.commits = 0
         #: jobs submitted and not yet resolved
         self.outstanding = 0
-        #: (loop, live jobs, all jobs) of each group whose COMMIT the thread is to run; None: stop
+        #: (loop, all jobs, the live ones) of each group whose COMMIT the thread is to run; None: stop
         self._commits: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, list[_Job], list[_Job]] | None]
         self._commits = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="order-bridge-sqlite-commit", daemon=True)
@@ -400,8 +403,8 @@ class _Writer:
     def _start(self) -> None:
         jobs, self._queue = self._queue, []
         live = [job for job in jobs if job.epoch > self._failed_epoch]
-        if not live:
-            self._finish(jobs, None)
+        if not live:  # every job is behind a failed one: nothing to run
+            self._finish(jobs, live, None)
             return
         connection = self._connection
         try:
@@ -411,18 +414,18 @@ class _Writer:
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
-            self._finish(live, f"{type(exc).__name__}: {exc}", jobs)
+            self._finish(jobs, live, f"{type(exc).__name__}: {exc}")
             return
-        self._commits.put((asyncio.get_running_loop(), live, jobs))
+        self._commits.put((asyncio.get_running_loop(), jobs, live))
 
     def _run(self) -> None:
         """The commit thread: each group's COMMIT, then its answer back on the loop (one hop:
         every hop through the loop's queue waits behind the requests already there)."""
         while (group := self._commits.get()) is not None:
-            loop, live, jobs = group
+            loop, jobs, live = group
             error = self._commit_now()
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-                loop.call_soon_threadsafe(self._finish, live, error, jobs)
+                loop.call_soon_threadsafe(self._finish, jobs, live, error)
 
     def _commit_now(self) -> str | None:
         """In the commit thread: COMMIT (the WAL write and fsync); the error, if it failed."""
@@ -434,13 +437,13 @@ class _Writer:
             return f"{type(exc).__name__}: {exc}"
         return None
 
-    def _finish(self, live: list[_Job], error: str | None, jobs: list[_Job] | None = None) -> None:
-        """Answer every job of one group, then start the next group if jobs are waiting."""
+    def _finish(self, jobs: list[_Job], live: list[_Job], error: str | None) -> None:
+        """Answer every job of one group (`live`: the ones that ran, and committed unless
+        `error`), then start the next group if jobs are waiting."""
         if error is not None:
             self._failed_epoch = max(job.epoch for job in live)
         elif live:
             self.commits += 1
-        jobs = live if jobs is None else jobs
         self.outstanding -= len(jobs)
         for job in jobs:
             if job.future.done():
@@ -463,13 +466,11 @@ class SqliteStore:
         self,
         path: Path,
         connection: sqlite3.Connection,
-        **mirror: Any,
+        settings: StoreSettings,
     ) -> None:
         self.path = path
-        self._remember = mirror["remember_sent"]
-        #: the mirror's settings (`MemoryStore`'s keyword arguments)
-        self._mirror = mirror
-        self._mem = MemoryStore(**mirror)
+        self.settings = settings
+        self._mem = MemoryStore(settings)
         self._front: dict[int, float] = {}
         #: delivery ids written since the file's expired ones were last deleted
         self._deliveries_since_prune = 0
@@ -488,12 +489,7 @@ class SqliteStore:
         path: Path,
         *,
         synchronous: str = "full",
-        remember_sent: int = 100_000,
-        compress_above: int = 10_000,
-        dead_letter_capacity: int = 10_000,
-        dead_letter_retention: float = 30 * 86_400.0,
-        dedupe_ttl: float = 86_400.0,
-        dedupe_max_entries: int = 200_000,
+        settings: StoreSettings = DEFAULT_SETTINGS,
     ) -> SqliteStore:
         """Open (or create) the store at `path`: WAL mode, migrated, read back into memory.
         Raises `StoreOpenError` for a file that is corrupt, not a store, or from a newer version;
@@ -514,16 +510,7 @@ class SqliteStore:
             _migrate(connection, path)
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-            store = cls(
-                path,
-                connection,
-                remember_sent=remember_sent,
-                compress_above=compress_above,
-                dead_letter_capacity=dead_letter_capacity,
-                dead_letter_retention=dead_letter_retention,
-                dedupe_ttl=dedupe_ttl,
-                dedupe_max_entries=dedupe_max_entries,
-            )
+            store = cls(path, connection, settings)
         except sqlite3.DatabaseError as exc:
             connection.close()
             os.close(lock)
@@ -541,7 +528,7 @@ class SqliteStore:
         """Rebuild the mirror from what the file holds (at open, and after a failed commit)."""
         reader = connect(self.path, read_only=True)
         try:
-            self._mem = mem = MemoryStore(**self._mirror)
+            self._mem = mem = MemoryStore(self.settings)
             counters = dict(reader.execute("SELECT name, value FROM counters").fetchall())
             self._front = {}
             unsettled = 0
@@ -658,7 +645,7 @@ class SqliteStore:
         if delivery_id is None:
             return []
         deliveries = self._mem._deliveries
-        ops: list[Op] = [(_INSERT_DELIVERY, (f"{integration_id}:{delivery_id}", now + deliveries.ttl))]
+        ops: list[Op] = [(_INSERT_DELIVERY, (SeenDeliveries.key(integration_id, delivery_id), now + deliveries.ttl))]
         self._deliveries_since_prune += 1
         if self._deliveries_since_prune >= _PRUNE_DELIVERIES_EVERY:
             self._deliveries_since_prune = 0
@@ -744,7 +731,7 @@ class SqliteStore:
             ops.append(
                 (
                     "DELETE FROM sent WHERE integration_id = ? AND sent_seq <= ?",
-                    (integration_id, self._sent_seq - self._remember),
+                    (integration_id, self._sent_seq - self.settings.remember_sent),
                 )
             )
         ops += self._letter_ops(settlement.dead, settled.evicted)
