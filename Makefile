@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench soak lock clean
+.PHONY: run test lint browser bench soak lock clean
 
 # Installs are locked: requirements-dev.lock pins (with hashes) everything `make run`, `make test`
 # and the build of the project itself need, so a fresh clone tests against the versions CI was
@@ -28,8 +28,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# The browser tests of the admin console drive Debian's chromium package through Playwright
+# (`make browser`); Playwright's own browser downloads are never used.
+test: lint browser
 	$(BIN)/pytest
+
+# Chromium from Debian for the Playwright tests, installed when missing (needs root for apt-get).
+browser:
+	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
 # The benchmarks (bench/, docs/benchmarks.md): ingest, latency, e2e, batching, memory, translate;
 # pick with SCENARIOS="ingest memory" (add "profile" for py-spy). Needs root for apt-get and taskset
@@ -49,9 +55,13 @@ soak: $(STAMP)
 # `make lock LOCK_FLAGS=--upgrade` (or `LOCK_FLAGS="-P httpx"`) moves them. Run it with Python 3.11
 # on Linux, like the image: environment markers are resolved for this interpreter.
 # tests/test_locks.py checks that both agree with pyproject.toml and with each other.
+# pip-compile comes from the dev lock, installed here without the project: not through $(STAMP),
+# whose `pip check` fails on a dependency just added to pyproject.toml and not locked yet.
 LOCK := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --strip-extras \
 	--allow-unsafe --no-emit-index-url --no-emit-find-links $(LOCK_FLAGS)
-lock: $(STAMP)
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-dev.lock
 	$(LOCK) --output-file requirements.lock pyproject.toml
 	$(LOCK) --extra dev --all-build-deps --constraint requirements.lock --output-file requirements-dev.lock pyproject.toml
 
