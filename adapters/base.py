@@ -70,6 +70,15 @@ class TranslationError(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        #: the order's id and number, when the body was read far enough to know them (a dead
+        #: letter is then findable by them)
+        self.order_id: str | None = None
+        self.order_number: str | None = None
+
+    def about(self, order_id: str, order_number: str) -> TranslationError:
+        """This error, naming the order it is about."""
+        self.order_id, self.order_number = order_id, order_number
+        return self
 
 
 def unsupported_currency(offered: Sequence[str], allowed: frozenset[str]) -> TranslationError:

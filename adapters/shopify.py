@@ -451,7 +451,10 @@ class ShopifyAdapter:
     def translate(self, body: bytes, integration_id: int) -> Order:
         order = _decode(body)
         lines = _shippable(order)
-        money = _MoneyPicker(order, self.currencies)
+        try:
+            money = _MoneyPicker(order, self.currencies)
+        except TranslationError as exc:
+            raise exc.about(str(order.id), text(order.name) or str(order.order_number or order.id)) from None
         items = [_item(line, quantity, index, money) for index, (line, quantity) in enumerate(lines)]
         email = _email(order)
         billing_phone = order.billing_address.phone if order.billing_address is not None else None

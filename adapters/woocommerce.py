@@ -280,7 +280,9 @@ class WooCommerceAdapter:
             raise TranslationError(Reason.NO_SHIPPABLE_ITEMS, "no line item with a quantity above 0")
         currency = (order.currency or "").strip().upper()
         if currency not in self.currencies:
-            raise unsupported_currency([currency], self.currencies)
+            raise unsupported_currency([currency], self.currencies).about(
+                str(order.id), text(order.number) or str(order.id)
+            )
         items = [_item(line, index, currency) for index, line in enumerate(lines)]
 
         billing = order.billing

@@ -23,18 +23,28 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
-from adapters.sendcloud import Order, encode_order
+from adapters.sendcloud import Order, encode_order, scrub_quoted
 from service.clock import Clock, SystemClock
 from service.deadletters import record_dead_letters
 from service.metrics import Metrics
 from service.sender import Sender, SendOutcome, SendResult, backoff_delay
 from service.settlement import Verdict, settle
-from service.store import AddResult, Arrival, Batch, Ledger, Store, StoreUnavailable
+from service.store import (
+    AddResult,
+    Arrival,
+    Batch,
+    DeadLetter,
+    HistoryEvent,
+    Ledger,
+    Settlement,
+    Store,
+    StoreUnavailable,
+)
 
 __all__ = ["Buffer", "BufferClosed", "BufferFull", "BufferSettings", "Lane"]
 
@@ -83,12 +93,14 @@ class Lane:
     not_before: float = 0.0
     attempts: int = 0
     flush_requested: bool = False
+    #: held by a person (`Buffer.pause`): takes orders, sends none — not even at shutdown
+    paused: bool = False
     task: asyncio.Task[None] | None = None
 
     def due(self, now: float, wall: float, closing: bool) -> str | None:
         """Why the lane should flush now (the trigger), or None. `now` is monotonic, `wall` POSIX."""
         pending = self.store.pending(self.integration_id)
-        if pending == 0 or now < self.not_before:
+        if pending == 0 or now < self.not_before or self.paused:
             return None
         if closing:
             return "shutdown"
@@ -103,9 +115,33 @@ class Lane:
             return "max_wait"
         return None
 
+    def next_flush(self, now: float, wall: float, closing: bool) -> tuple[str | None, float | None]:
+        """Why the lane will flush next and in how many seconds, for people: (trigger, 0.0) when
+        due now; ("backoff", s), ("debounce", s) or ("max_wait", s) when waiting; ("paused",
+        None) when held; (None, None) with nothing pending."""
+        trigger = self.due(now, wall, closing)
+        if trigger is not None:
+            return trigger, 0.0
+        if self.store.pending(self.integration_id) == 0:
+            return None, None
+        if self.paused:
+            return "paused", None
+        if now < self.not_before:
+            return "backoff", self.not_before - now
+        waits = []
+        if self.last_activity is not None:
+            waits.append((self.last_activity + self.settings.debounce_seconds - now, "debounce"))
+        oldest = self.store.oldest_received(self.integration_id)
+        if oldest is not None:
+            waits.append((oldest + self.settings.max_wait_seconds - wall, "max_wait"))
+        if not waits:
+            return None, None
+        seconds, why = min(waits)
+        return why, max(0.0, seconds)
+
     def wait_time(self, now: float, wall: float) -> float | None:
         """Seconds until `due()` can change without a new order; None: only an order can."""
-        if self.store.pending(self.integration_id) == 0:
+        if self.store.pending(self.integration_id) == 0 or self.paused:
             return None
         if now < self.not_before:
             return self.not_before - now
@@ -175,7 +211,7 @@ class Buffer:
                 attempt=batch.attempt,
                 hold_seconds=self._recovery_hold,
             )
-        for integration_id in self.store.lanes():
+        for integration_id in {*self.store.lanes(), *self.store.paused()}:
             lane = self._lane(integration_id)
             # As if its orders had just arrived: the lane flushes once it has been quiet for
             # debounce_seconds (or at max_wait from their stored receipt, if that comes first).
@@ -208,9 +244,11 @@ class Buffer:
         *,
         delivery_id: str | None = None,
         received_at: float | None = None,
+        topic: str | None = None,
     ) -> AddResult:
         """Buffer one order version; returns once the store has it. `received_at` is wall-clock
-        seconds (default: now). Raises `BufferFull` or `BufferClosed` (→ 503)."""
+        seconds (default: now); `topic` goes into the order's history. Raises `BufferFull` or
+        `BufferClosed` (→ 503)."""
         if self._closing:
             raise BufferClosed
         if self.store.unsettled() >= self.settings.max_pending:
@@ -222,6 +260,8 @@ class Buffer:
             _version_time(order),
             self.clock.wall() if received_at is None else received_at,
             delivery_id,
+            topic,
+            order.order_number,
         )
         lane = self._lane(integration_id)
         result = await self.store.add(arrival)
@@ -261,18 +301,39 @@ class Buffer:
 
     def flush(self, integration_id: int | None = None, *, retry_now: bool = False) -> None:
         """Flush one lane, or every lane, now: debounce ignored, the rate limit kept, and the
-        backoff too unless `retry_now` (e.g. after the credentials were fixed)."""
-        lanes = self._lanes.values() if integration_id is None else [self._lanes[integration_id]]
+        backoff too unless `retry_now` (e.g. after the credentials were fixed). A paused lane is
+        left alone (resuming it is the way to send); a lane that never had an order has nothing
+        to flush."""
+        if integration_id is None:
+            lanes = list(self._lanes.values())
+        else:
+            lanes = [self._lanes[integration_id]] if integration_id in self._lanes else []
         for lane in lanes:
+            if lane.paused:
+                continue
             lane.flush_requested = True
             if retry_now:
                 lane.not_before = 0.0
             lane.wake.set()
 
+    async def pause(self, integration_id: int, paused: bool = True) -> None:
+        """Hold a lane's orders (it keeps taking new ones) or, with `paused=False`, let it flush
+        again; the store keeps the choice across restarts. Raises `StoreUnavailable`."""
+        await self.store.set_paused(integration_id, paused)
+        lane = self._lane(integration_id)
+        lane.paused = paused
+        lane.wake.set()
+        _log.warning("lane.paused" if paused else "lane.resumed", integration_id=integration_id)
+
+    def lane(self, integration_id: int) -> Lane | None:
+        """The lane of an integration, if it has ever had an order or a pause (for the admin view)."""
+        return self._lanes.get(integration_id)
+
     def _lane(self, integration_id: int) -> Lane:
         lane = self._lanes.get(integration_id)
         if lane is None:
             lane = self._lanes[integration_id] = Lane(integration_id, self.store, self.settings)
+            lane.paused = integration_id in self.store.paused()
         if lane.task is None or lane.task.done():
             lane.task = asyncio.get_running_loop().create_task(self._run(lane), name=f"lane-{integration_id}")
         return lane
@@ -299,7 +360,10 @@ class Buffer:
         store = self.store
         unsent = {i: n for i in self._lanes if (n := store.pending(i) + store.in_flight(i))}
         if unsent:
-            _log.error("shutdown.unsent", orders=sum(unsent.values()), by_integration=unsent, timeout=timeout)
+            paused = sorted(i for i in unsent if self._lanes[i].paused)
+            _log.error(
+                "shutdown.unsent", orders=sum(unsent.values()), by_integration=unsent, paused=paused, timeout=timeout
+            )
         else:
             _log.info("shutdown.flushed", lanes=len(self._lanes))
         return sum(unsent.values())
@@ -320,7 +384,7 @@ class Buffer:
                     _log.exception("lane.error", integration_id=lane.integration_id)
                     lane.not_before = self.clock.monotonic() + self._backoff(lane.attempts + 1, None)
                 continue
-            if self._closing and self.store.pending(lane.integration_id) == 0:
+            if self._closing and (lane.paused or self.store.pending(lane.integration_id) == 0):
                 return
             lane.wake.clear()
             await self.clock.wait(lane.wake, lane.wait_time(now, wall))
@@ -343,6 +407,13 @@ class Buffer:
             order_ids=[entry.order_id for entry in batch.entries],
         )
         self._metrics.batch_size.observe(len(batch.entries))
+        at = self.clock.wall()
+        self.store.record_history(
+            [
+                HistoryEvent(lane.integration_id, e.order_id, at, "batched", batch_id=batch.id, attempt=batch.attempt)
+                for e in batch.entries
+            ]
+        )
         try:
             result = await self._sender.send([entry.order for entry in batch.entries], reserved=True)
         except Exception:  # a bug must not kill the lane or lose the batch
@@ -351,7 +422,8 @@ class Buffer:
         verdict = settle(batch, result, at=self.clock.wall())
         settled = await self.store.settle(batch, verdict.settlement)
         self._metrics.batches.labels(outcome=verdict.outcome).inc()
-        record_dead_letters(verdict.settlement.dead, settled.evicted, self._metrics, capacity=self._letter_capacity)
+        record_dead_letters(settled.kept, settled.evicted, self._metrics, capacity=self._letter_capacity)
+        self.store.record_history(answered(batch, result, verdict.settlement, settled.kept, self.clock.wall()))
         await self._report(lane, batch, result, verdict, settled.superseded)
 
     async def _report(self, lane: Lane, batch: Batch, result: SendResult, verdict: Verdict, superseded: int) -> None:
@@ -400,3 +472,53 @@ class Buffer:
             status=result.status,
             superseded=superseded,
         )
+
+
+def answered(
+    batch: Batch, result: SendResult, settlement: Settlement, letters: Sequence[DeadLetter], at: float
+) -> list[HistoryEvent]:
+    """The history step of each order of `batch` after Sendcloud's answer; `letters` are the
+    settlement's dead letters as the store kept them (with their ids). No order content:
+    Sendcloud's detail may quote a value, so quoted parts are scrubbed."""
+    integration_id, batch_id, attempt = batch.integration_id, batch.id, batch.attempt
+
+    def step(
+        order_id: str,
+        event: str,
+        *,
+        sendcloud_id: str | None = None,
+        reason: str | None = None,
+        pointer: str | None = None,
+        detail: str | None = None,
+        dead_letter_id: int | None = None,
+    ) -> HistoryEvent:
+        return HistoryEvent(
+            *(integration_id, order_id, at, event),
+            batch_id=batch_id,
+            attempt=attempt,
+            sendcloud_id=sendcloud_id,
+            reason=reason,
+            pointer=pointer,
+            detail=detail,
+            dead_letter_id=dead_letter_id,
+        )
+
+    accepted = result.accepted
+    steps = [
+        step(e.order_id, "accepted", sendcloud_id=str(accepted[e.order_id]) if e.order_id in accepted else None)
+        for e in settlement.sent
+    ]
+    steps += [
+        step(
+            letter.order_id or "",
+            "rejected",
+            reason=letter.reason,
+            pointer=letter.pointer,
+            detail=scrub_quoted(letter.detail)[:200],
+            dead_letter_id=letter.id or None,
+        )
+        for letter in letters
+    ]
+    cause = result.cause or str(result.outcome)
+    steps += [step(e.order_id, "retried", detail=cause) for e in settlement.retry]
+    return steps

@@ -47,6 +47,7 @@ def record_dead_letters(
         metrics.orders_dead_lettered.labels(reason=letter.reason).inc()
         _log.warning(
             "order.dead_lettered",
+            dead_letter_id=letter.id or None,
             integration_id=letter.integration_id,
             platform=letter.platform,
             order_id=letter.order_id,

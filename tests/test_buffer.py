@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -556,3 +557,82 @@ def test_the_buffer_knows_nothing_of_http() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.anyio
+async def test_a_paused_lane_takes_orders_and_sends_none_until_resumed(new_store: StoreFactory) -> None:
+    """Paused (a Sendcloud incident, a bad config): orders keep arriving and wait — past
+    debounce, max_wait and a flush on demand; resumed, they go in one batch. The next flush's
+    reason and time say so throughout."""
+    sender = ScriptedSender()
+    buffer, store, _, clock = await make_buffer(new_store, sender)
+    await buffer.pause(7)
+    await buffer.add(7, "shopify", order("a"))
+    lane = buffer.lane(7)
+    assert lane is not None and lane.next_flush(clock.now, clock.wall(), False) == ("paused", None)
+    buffer.flush(7)
+    await clock.advance(10.0)
+    await buffer.add(7, "shopify", order("b"))
+    await clock.advance(10.0)
+    assert sender.batches == [] and buffer.pending() == 2 and store.paused() == frozenset({7})
+    await buffer.pause(7, False)
+    assert lane.next_flush(clock.now, clock.wall(), False) == ("debounce", 0.0)  # due at once
+    await clock.advance(0.1)
+    assert [[o.order_id for o in batch] for batch in sender.batches] == [["a", "b"]] and buffer.pending() == 0
+    assert lane.next_flush(clock.now, clock.wall(), False) == (None, None)
+    await buffer.add(7, "shopify", order("c"))
+    assert lane.next_flush(clock.now, clock.wall(), False) == ("debounce", 1.0)
+    await buffer.close(1)
+
+
+@pytest.mark.anyio
+async def test_a_paused_lane_holds_its_orders_at_shutdown(tmp_path: Path) -> None:
+    """Shutdown does not send a paused lane's orders (the pause is a person's decision); the
+    file keeps them and the pause, and a restarted buffer still holds them."""
+    sender = ScriptedSender()
+    store = SqliteStore.open(tmp_path / "state.db")
+    clock = FakeClock(busy=store.writing)
+    buffer = Buffer(BufferSettings(), sender, store, Metrics(), clock=clock)
+    await buffer.pause(7)
+    await buffer.add(7, "shopify", order("a"))
+    with capture_logs() as logs:
+        assert await buffer.close(1) == 1
+    assert [e["paused"] for e in logs if e["event"] == "shutdown.unsent"] == [[7]]
+    await store.close()
+
+    store = SqliteStore.open(tmp_path / "state.db")
+    clock = FakeClock(busy=store.writing)
+    buffer = Buffer(BufferSettings(), sender, store, Metrics(), clock=clock)
+    await buffer.start()
+    await clock.advance(10.0)
+    assert sender.batches == [] and buffer.pending() == 1
+    await buffer.pause(7, False)
+    await clock.advance(1.0)
+    assert len(sender.batches) == 1 and buffer.pending() == 0
+    await buffer.close(1)
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_each_order_history_follows_it_to_sendclouds_answer(new_store: StoreFactory) -> None:
+    """Received, batched, retried (with the cause), batched again, accepted (with Sendcloud's id)."""
+    sender = ScriptedSender(SendResult(SendOutcome.RETRY, 503, "503"))
+    buffer, store, _, clock = await make_buffer(new_store, sender)
+    await buffer.add(7, "shopify", order("a"), delivery_id="d-1", topic="orders/create")
+    await clock.advance(3.0)
+    steps = await store.history(7, order_id="a")
+    assert [(s.event, s.attempt, s.detail) for s in steps] == [
+        ("received", None, None),
+        ("batched", 1, None),
+        ("retried", 1, "503"),
+        ("batched", 2, None),
+        ("accepted", 2, None),
+    ]
+    assert (steps[0].outcome, steps[0].delivery_id, steps[0].topic, steps[0].order_number) == (
+        "buffered",
+        "d-1",
+        "orders/create",
+        "#1001",
+    )
+    assert steps[-1].sendcloud_id is not None and steps[1].batch_id != steps[3].batch_id
+    await buffer.close(1)

@@ -8,8 +8,10 @@ import hashlib
 import sqlite3
 import time
 import zlib
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,7 @@ from service.store import (
     Arrival,
     Batch,
     DeadLetter,
+    HistoryEvent,
     Settlement,
     StoreOpenError,
     StoreSettings,
@@ -184,9 +187,97 @@ async def test_store_keeps_dead_letters_up_to_capacity_and_reports_evictions(new
     store = await new_store(dead_letter_capacity=2)
     letters = [DeadLetter(7, "shopify", str(n), "unsupported_currency", "x") for n in range(3)]
     assert await store.add_dead_letters(letters[:2]) == ()
-    assert await store.add_dead_letters(letters[2:]) == (letters[0],)
+    assert await store.add_dead_letters(letters[2:]) == (replace(letters[0], id=1),)
     assert [d.order_id for d in store.dead_letters()] == ["1", "2"] and store.dead_letter_count() == 2
+    assert [d.id for d in store.dead_letters()] == [2, 3]  # ids only grow
     assert store.dead_letters(integration_id=8) == []
+
+
+@pytest.mark.anyio
+async def test_store_lists_dead_letters_by_filter_and_page(new_store: StoreFactory) -> None:
+    store = await new_store()
+    await store.add_dead_letters(
+        [
+            DeadLetter(7, "shopify", "a", "unsupported_currency", "JPY", at=100.0),
+            DeadLetter(8, "woocommerce", "b", "sendcloud_rejected", "x", at=200.0),
+            DeadLetter(7, "shopify", "c", "sendcloud_rejected", "y", at=300.0),
+            DeadLetter(7, "shopify", "d", "sendcloud_rejected", "z", at=400.0),
+        ]
+    )
+
+    def ids(**filters: Any) -> list[str | None]:
+        return [d.order_id for d in store.dead_letters(**filters)]
+
+    assert ids(integration_id=7) == ["a", "c", "d"]
+    assert ids(reason="sendcloud_rejected") == ["b", "c", "d"]
+    assert ids(since=250.0) == ["c", "d"]
+    first = store.dead_letters(integration_id=7, reason="sendcloud_rejected", limit=1)
+    assert [d.order_id for d in first] == ["c"]
+    assert ids(integration_id=7, reason="sendcloud_rejected", limit=1, after=first[-1].id) == ["d"]
+    assert ids(after=4) == [] and store.dead_letter(3) == store.dead_letters()[2]
+    assert store.dead_letter(99) is None
+
+
+@pytest.mark.anyio
+async def test_store_resolves_dead_letters_and_the_ledger_says_how(new_store: StoreFactory) -> None:
+    """A replayed or discarded letter leaves the store and is counted; one whose replay failed
+    again stays with one attempt more; a letter's webhook body is there for replay only."""
+    store = await new_store()
+    await store.add_dead_letters(
+        [
+            DeadLetter(7, "shopify", "a", "unsupported_currency", "JPY", webhook=b'{"id": 1}'),
+            DeadLetter(7, "shopify", "b", "unsupported_currency", "JPY", webhook=b'{"id": 2}'),
+            DeadLetter(7, "shopify", "c", "unsupported_currency", "JPY"),
+        ]
+    )
+    assert await store.dead_letter_webhook(1) == b'{"id": 1}' and await store.dead_letter_webhook(3) is None
+    resolved = await store.resolve_dead_letter(1, "replayed")
+    assert resolved is not None and resolved.order_id == "a"
+    assert await store.resolve_dead_letter(1, "replayed") is None  # not twice
+    assert await store.resolve_dead_letter(3, "discarded") is not None
+    again = await store.dead_letter_failed_again(2, "still JPY", 500.0)
+    assert again is not None and (again.attempts, again.detail) == (1, "still JPY")
+    assert await store.dead_letter_failed_again(3, "gone", 500.0) is None
+    assert [(d.id, d.attempts) for d in store.dead_letters()] == [(2, 1)]
+    ledger = store.ledger()
+    assert (ledger.replayed, ledger.discarded) == (1, 1) and ledger.balanced
+
+
+@pytest.mark.anyio
+async def test_store_keeps_which_lanes_are_paused(new_store: StoreFactory) -> None:
+    store = await new_store()
+    await store.set_paused(7, True)
+    await store.set_paused(8, True)
+    await store.set_paused(8, False)
+    await store.set_paused(9, False)
+    assert store.paused() == frozenset({7})
+
+
+@pytest.mark.anyio
+async def test_store_keeps_each_orders_history_for_its_retention(new_store: StoreFactory) -> None:
+    """Every version's arrival is a step (buffered, coalesced, stale) with its delivery id and
+    topic; other steps are recorded by the buffer and the admin API; a history is found by order
+    id or number and goes after `history_retention`."""
+    store = await new_store(history_retention=1000.0)
+    first = arrival("a", 1, received=100.0)._replace(delivery_id="d1", topic="orders/create", order_number="#1001")
+    await store.add(first)
+    await store.add(first._replace(delivery_id="d2", received_at=101.0))  # a repeat: stale
+    await store.add(arrival("a", 2, received=102.0)._replace(order_number="#1001"))
+    store.record_history([HistoryEvent(7, "a", 103.0, "batched", batch_id="b1", attempt=1)])
+    await store.add(arrival("z", 1, received=2000.0))  # another order, later
+    steps = await store.history(7, order_id="a")
+    assert [(s.event, s.outcome, s.delivery_id) for s in steps] == [
+        ("received", "buffered", "d1"),
+        ("received", "stale", "d2"),
+        ("received", "coalesced", None),
+        ("batched", None, None),
+    ]
+    assert steps[0].topic == "orders/create" and steps[0].order_number == "#1001"
+    assert await store.history(7, order_number="#1001") == steps
+    assert await store.history(8, order_id="a") == [] and await store.history(7, order_number="#9") == []
+    await store.prune(1102.5)  # the first three steps are past 1000 s
+    assert [s.at for s in await store.history(7, order_id="a")] == [103.0]
+    assert await store.history(7, order_id="z") != []
 
 
 @pytest.mark.anyio
@@ -495,3 +586,27 @@ async def test_sqlite_is_one_process_per_file(tmp_path: Path) -> None:
     await first.close()
     again = SqliteStore.open(path)
     await again.close()
+
+
+@pytest.mark.anyio
+async def test_sqlite_file_keeps_what_the_admin_api_changed(tmp_path: Path) -> None:
+    """Paused lanes, dead letters' ids and attempts, the resolved counts and histories outlive
+    the process; a new letter's id is above every earlier one, even a deleted last one."""
+    path = tmp_path / "state.db"
+    first = SqliteStore.open(path)
+    await first.set_paused(7, True)
+    await first.add_dead_letters([DeadLetter(7, "shopify", str(n), "unsupported_currency", "JPY") for n in range(3)])
+    await first.dead_letter_failed_again(1, "again", 10.0)
+    await first.resolve_dead_letter(3, "discarded")
+    await first.add(arrival("a", 1, received=time.time())._replace(order_number="#7"))
+    before = (first.dead_letters(), first.ledger())
+    await first.close()
+
+    again = SqliteStore.open(path)
+    try:
+        assert (again.dead_letters(), again.ledger()) == before and again.paused() == frozenset({7})
+        assert [s.outcome for s in await again.history(7, order_number="#7")] == ["buffered"]
+        await again.add_dead_letters([DeadLetter(7, "shopify", "x", "unsupported_currency", "JPY")])
+        assert again.dead_letters()[-1].id == 4
+    finally:
+        await again.close()

@@ -26,7 +26,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
+
+import msgspec
 
 from adapters.sendcloud import EncodedOrder
 
@@ -37,7 +39,9 @@ __all__ = [
     "Batch",
     "DeadLetter",
     "Entry",
+    "HistoryEvent",
     "Ledger",
+    "Resolution",
     "Settled",
     "Settlement",
     "Store",
@@ -95,6 +99,9 @@ class Arrival(NamedTuple):
     #: wall-clock POSIX seconds at receipt
     received_at: float
     delivery_id: str | None = None
+    #: the webhook's topic and the order's number, for the order's history
+    topic: str | None = None
+    order_number: str | None = None
 
 
 class Entry(NamedTuple):
@@ -159,6 +166,11 @@ class DeadLetter:
     #: the webhook body the letter came from, when the adapter could not translate it: what a
     #: replay translates again (personal data: never logged; deleted with the letter)
     webhook: bytes | None = None
+    #: the store's number for the letter (0 until a store keeps it): ids only grow
+    id: int = 0
+    order_number: str | None = None
+    #: replays that failed again
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +196,8 @@ class Settled:
     superseded: int
     #: dead letters pushed out of a full dead-letter store
     evicted: tuple[DeadLetter, ...] = ()
+    #: the settlement's dead letters as kept, with their ids
+    kept: tuple[DeadLetter, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +214,10 @@ class StoreSettings:
     #: seconds a delivery id is remembered for dedupe, and at most how many
     dedupe_ttl: float = 86_400.0
     dedupe_max_entries: int = 200_000
+    #: seconds an order's history is kept (`[store] history_days`)
+    history_retention: float = 7 * 86_400.0
+    #: orders whose history `MemoryStore` keeps at most (the oldest go first); a file keeps all
+    history_max_orders: int = 100_000
 
 
 #: every setting at its default (frozen: one value serves every store that takes the defaults)
@@ -215,10 +233,45 @@ class Ledger:
     superseded: int
     dead_lettered: int
     pending: int
+    #: dead letters (of any kind) a person replayed — each a new accepted version when it
+    #: translates — or discarded. A dead-lettered version keeps that fate either way, so the
+    #: balance above is unchanged; these say what became of the letters afterwards.
+    replayed: int = 0
+    discarded: int = 0
 
     @property
     def balanced(self) -> bool:
         return self.accepted == self.sent + self.superseded + self.dead_lettered + self.pending
+
+
+class HistoryEvent(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One step in an order's history (`GET /api/orders/…`): ids, times and outcomes only —
+    never the order's content (names, addresses, emails, phones)."""
+
+    integration_id: int
+    order_id: str
+    #: wall-clock POSIX seconds
+    at: float
+    #: received, batched, accepted, rejected, retried, dead_lettered, replayed, replay_failed, discarded
+    event: str
+    order_number: str | None = None
+    #: for `received`: buffered, coalesced, stale or duplicate
+    outcome: str | None = None
+    delivery_id: str | None = None
+    topic: str | None = None
+    batch_id: str | None = None
+    attempt: int | None = None
+    #: Sendcloud's id for the order (accepted)
+    sendcloud_id: str | None = None
+    reason: str | None = None
+    pointer: str | None = None
+    #: Sendcloud's detail, or the cause of a retry, quoted values scrubbed
+    detail: str | None = None
+    dead_letter_id: int | None = None
+
+
+#: how a person resolved a dead letter
+Resolution = Literal["replayed", "discarded"]
 
 
 class Store(Protocol):
@@ -258,8 +311,38 @@ class Store(Protocol):
 
     async def prune(self, now: float) -> int:
         """Drop what has outlived its retention: dead letters older than the retention (their
-        order and webhook body are personal data) and expired delivery ids. Returns the number
-        of dead letters dropped."""
+        order and webhook body are personal data), expired delivery ids and old history.
+        Returns the number of dead letters dropped."""
+        ...
+
+    async def resolve_dead_letter(self, letter_id: int, how: Resolution) -> DeadLetter | None:
+        """Remove a dead letter a person replayed (its order is back in a lane) or discarded;
+        the ledger counts it. Returns the letter as it was, or None when there is no such id."""
+        ...
+
+    async def dead_letter_failed_again(self, letter_id: int, detail: str, at: float) -> DeadLetter | None:
+        """A replay failed again: the letter stays, one attempt more, with the new detail."""
+        ...
+
+    async def dead_letter_webhook(self, letter_id: int) -> bytes | None:
+        """The webhook body a letter came from (personal data: only replay reads it)."""
+        ...
+
+    async def set_paused(self, integration_id: int, paused: bool) -> None:
+        """Pause a lane (it keeps accepting and holds its orders) or resume it; kept across
+        restarts."""
+        ...
+
+    def record_history(self, events: Sequence[HistoryEvent]) -> None:
+        """Add steps to orders' histories, without waiting for a commit (a history is for people
+        looking into an order; it rides with the next write)."""
+        ...
+
+    async def history(
+        self, integration_id: int, *, order_id: str | None = None, order_number: str | None = None
+    ) -> list[HistoryEvent]:
+        """An order's history, oldest first, by its id or its number (every order with that
+        number, should a shop reuse one)."""
         ...
 
     async def recover(self) -> tuple[Batch, ...]:
@@ -301,8 +384,23 @@ class Store(Protocol):
 
     def batch_in_flight(self, integration_id: int) -> Batch | None: ...
 
-    def dead_letters(self, integration_id: int | None = None, limit: int | None = None) -> list[DeadLetter]:
-        """Dead letters, oldest first."""
+    def dead_letters(
+        self,
+        integration_id: int | None = None,
+        limit: int | None = None,
+        *,
+        reason: str | None = None,
+        since: float | None = None,
+        after: int = 0,
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest first: of one integration, with one reason, kept at or after
+        `since`, with an id above `after` (the paging cursor)."""
         ...
 
+    def dead_letter(self, letter_id: int) -> DeadLetter | None: ...
+
     def dead_letter_count(self) -> int: ...
+
+    def paused(self) -> frozenset[int]:
+        """Integration ids whose lane is paused."""
+        ...

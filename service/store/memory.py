@@ -15,9 +15,9 @@ size only builds up when Sendcloud cannot keep up, so normal operation never pay
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 
 from service.dedupe import SeenDeliveries
 from service.recent import Recent
@@ -28,7 +28,9 @@ from service.store import (
     Batch,
     DeadLetter,
     Entry,
+    HistoryEvent,
     Ledger,
+    Resolution,
     Settled,
     Settlement,
     StoreSettings,
@@ -61,14 +63,29 @@ class _Lane:
 class MemoryStore:
     """`Store` in memory. Not thread-safe; the buffer calls it from one event loop."""
 
-    def __init__(self, settings: StoreSettings = DEFAULT_SETTINGS) -> None:
+    def __init__(
+        self,
+        settings: StoreSettings = DEFAULT_SETTINGS,
+        *,
+        history_to: Callable[[Sequence[HistoryEvent]], None] | None = None,
+    ) -> None:
+        """`history_to` takes the history steps instead of this store (a file keeps them)."""
         self.settings = settings
+        self._history_to = history_to
         self._deliveries = SeenDeliveries(settings.dedupe_ttl, settings.dedupe_max_entries)
         self._lanes: dict[int, _Lane] = {}
         self._seq = 0
         self._unsettled = 0
-        self._letters: deque[DeadLetter] = deque()
+        #: id → letter, in id order (ids only grow: the oldest is first)
+        self._letters: OrderedDict[int, DeadLetter] = OrderedDict()
+        self._letter_seq = 0
         self._accepted = self._sent = self._superseded = self._dead_lettered = 0
+        self._replayed = self._discarded = 0
+        self._paused: set[int] = set()
+        #: (integration id, order id) → its history, the least recently changed order first
+        self._history: OrderedDict[tuple[int, str], list[HistoryEvent]] = OrderedDict()
+        #: (integration id, order number) → order ids
+        self._numbers: dict[tuple[int, str], set[str]] = {}
 
     def _lane(self, integration_id: int) -> _Lane:
         lane = self._lanes.get(integration_id)
@@ -84,11 +101,14 @@ class MemoryStore:
             self._deliveries.remember(
                 SeenDeliveries.key(arrival.integration_id, arrival.delivery_id), arrival.received_at
             )
+        self._seq += 1
+        result = self._add(lane, arrival, self._seq, digest(arrival.order.json))
+        self.record_history([received(arrival, result)])
+        return result
+
+    def _add(self, lane: _Lane, arrival: Arrival, seq: int, content: bytes) -> AddResult:
         order = arrival.order
         order_id = order.order_id
-        content = digest(order.json)
-        self._seq += 1
-        seq = self._seq
         sent = lane.sent.get(order_id)
         if sent is not None and _not_newer(arrival.updated_at, seq, content, (sent[0], sent[1]), sent[2]):
             return AddResult.STALE
@@ -145,12 +165,14 @@ class MemoryStore:
         for entry in settlement.sent:
             lane.sent.put(entry.order_id, (entry.updated_at, entry.seq, entry.digest))
         superseded = self._restore(lane, settlement.retry)
+        first_letter = self._letter_seq + 1
         evicted = self._keep_letters(settlement.dead)
+        kept = tuple(replace(letter, id=i) for i, letter in enumerate(settlement.dead, first_letter))
         self._sent += len(settlement.sent)
         self._dead_lettered += len(settlement.dead_entries)
         self._superseded += superseded
         self._unsettled -= len(settlement.sent) + len(settlement.dead_entries) + superseded
-        return Settled(superseded, evicted)
+        return Settled(superseded, evicted, kept)
 
     def _restore(self, lane: _Lane, entries: Sequence[Entry]) -> int:
         """Retried entries back to the front of the line, unless a newer version is pending."""
@@ -173,12 +195,84 @@ class MemoryStore:
         return self._keep_letters(letters)
 
     def _keep_letters(self, letters: Sequence[DeadLetter]) -> tuple[DeadLetter, ...]:
+        """Number and keep `letters` (ids `_letter_seq + 1` on, in order); returns the letters
+        evicted to make room."""
         evicted: list[DeadLetter] = []
         for letter in letters:
             if len(self._letters) >= self.settings.dead_letter_capacity:
-                evicted.append(self._letters.popleft())
-            self._letters.append(letter)
+                evicted.append(self._letters.popitem(last=False)[1])
+            self._letter_seq += 1
+            self._letters[self._letter_seq] = replace(letter, id=self._letter_seq)
         return tuple(evicted)
+
+    async def resolve_dead_letter(self, letter_id: int, how: Resolution) -> DeadLetter | None:
+        letter = self._letters.pop(letter_id, None)
+        if letter is not None:
+            if how == "replayed":
+                self._replayed += 1
+            else:
+                self._discarded += 1
+        return letter
+
+    async def dead_letter_failed_again(self, letter_id: int, detail: str, at: float) -> DeadLetter | None:
+        letter = self._letters.get(letter_id)
+        if letter is None:
+            return None
+        self._letters[letter_id] = letter = replace(letter, detail=detail, attempts=letter.attempts + 1)
+        return letter
+
+    async def dead_letter_webhook(self, letter_id: int) -> bytes | None:
+        letter = self._letters.get(letter_id)
+        return letter.webhook if letter is not None else None
+
+    async def set_paused(self, integration_id: int, paused: bool) -> None:
+        if paused:
+            self._paused.add(integration_id)
+        else:
+            self._paused.discard(integration_id)
+
+    def record_history(self, events: Sequence[HistoryEvent]) -> None:
+        if self._history_to is not None:
+            self._history_to(events)
+            return
+        history = self._history
+        for event in events:
+            key = (event.integration_id, event.order_id)
+            steps = history.get(key)
+            if steps is None:
+                steps = history[key] = []
+                if len(history) > self.settings.history_max_orders:
+                    self._forget(*history.popitem(last=False))
+            else:
+                history.move_to_end(key)
+            steps.append(event)
+            if event.order_number is not None:
+                self._numbers.setdefault((event.integration_id, event.order_number), set()).add(event.order_id)
+
+    def _forget(self, key: tuple[int, str], steps: list[HistoryEvent]) -> None:
+        for number in {step.order_number for step in steps if step.order_number is not None}:
+            ids = self._numbers.get((key[0], number))
+            if ids is not None:
+                ids.discard(key[1])
+                if not ids:
+                    del self._numbers[(key[0], number)]
+
+    def _prune_history(self, now: float) -> None:
+        cutoff = now - self.settings.history_retention
+        for key in [key for key, steps in self._history.items() if steps[-1].at < cutoff]:
+            self._forget(key, self._history.pop(key))
+        for steps in self._history.values():
+            if steps[0].at < cutoff:
+                steps[:] = [step for step in steps if step.at >= cutoff]
+
+    async def history(
+        self, integration_id: int, *, order_id: str | None = None, order_number: str | None = None
+    ) -> list[HistoryEvent]:
+        ids = {order_id} if order_id is not None else set()
+        if order_number is not None:
+            ids |= self._numbers.get((integration_id, order_number), set())
+        steps = [step for i in ids for step in self._history.get((integration_id, i), ())]
+        return sorted(steps, key=lambda step: step.at)
 
     def seen_delivery(self, integration_id: int, delivery_id: str, now: float) -> bool:
         return self._deliveries.seen(SeenDeliveries.key(integration_id, delivery_id), now)
@@ -187,15 +281,15 @@ class MemoryStore:
         self._deliveries.remember(SeenDeliveries.key(integration_id, delivery_id), now)
 
     async def prune(self, now: float) -> int:
-        return self._prune_letters(now)
+        self._prune_history(now)
+        return len(self._prune_letters(now))
 
-    def _prune_letters(self, now: float) -> int:
-        """Dead letters older than the retention go (oldest first: they are kept in order)."""
+    def _prune_letters(self, now: float) -> list[int]:
+        """Dead letters older than the retention go; returns their ids."""
         cutoff = now - self.settings.dead_letter_retention
-        dropped = 0
-        while self._letters and self._letters[0].at < cutoff:
-            self._letters.popleft()
-            dropped += 1
+        dropped = [letter_id for letter_id, letter in self._letters.items() if letter.at < cutoff]
+        for letter_id in dropped:
+            del self._letters[letter_id]
         return dropped
 
     async def recover(self) -> tuple[Batch, ...]:
@@ -245,7 +339,15 @@ class MemoryStore:
         return min(times) if times else None
 
     def ledger(self) -> Ledger:
-        return Ledger(self._accepted, self._sent, self._superseded, self._dead_lettered, self._unsettled)
+        return Ledger(
+            self._accepted,
+            self._sent,
+            self._superseded,
+            self._dead_lettered,
+            self._unsettled,
+            self._replayed,
+            self._discarded,
+        )
 
     def list_pending(self, integration_id: int, limit: int = 100) -> list[Entry]:
         lane = self._lanes.get(integration_id)
@@ -262,9 +364,57 @@ class MemoryStore:
         lane = self._lanes.get(integration_id)
         return lane.flying if lane is not None else None
 
-    def dead_letters(self, integration_id: int | None = None, limit: int | None = None) -> list[DeadLetter]:
-        letters = [x for x in self._letters if integration_id is None or x.integration_id == integration_id]
-        return letters if limit is None else letters[:limit]
+    def dead_letters(
+        self,
+        integration_id: int | None = None,
+        limit: int | None = None,
+        *,
+        reason: str | None = None,
+        since: float | None = None,
+        after: int = 0,
+    ) -> list[DeadLetter]:
+        letters: list[DeadLetter] = []
+        for letter in self._letters_after(after):
+            if limit is not None and len(letters) >= limit:
+                break
+            if (
+                (integration_id is None or letter.integration_id == integration_id)
+                and (reason is None or letter.reason == reason)
+                and (since is None or letter.at >= since)
+            ):
+                letters.append(letter)
+        return letters
+
+    def _letters_after(self, after: int) -> Iterator[DeadLetter]:
+        letters = iter(self._letters.values())
+        if after <= 0:
+            yield from letters
+            return
+        for letter in letters:
+            if letter.id > after:
+                yield letter
+                break
+        yield from letters
+
+    def dead_letter(self, letter_id: int) -> DeadLetter | None:
+        return self._letters.get(letter_id)
 
     def dead_letter_count(self) -> int:
         return len(self._letters)
+
+    def paused(self) -> frozenset[int]:
+        return frozenset(self._paused)
+
+
+def received(arrival: Arrival, result: AddResult) -> HistoryEvent:
+    """The history step of a version arriving."""
+    return HistoryEvent(
+        arrival.integration_id,
+        arrival.order.order_id,
+        arrival.received_at,
+        "received",
+        order_number=arrival.order_number,
+        outcome=str(result),
+        delivery_id=arrival.delivery_id,
+        topic=arrival.topic,
+    )

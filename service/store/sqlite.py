@@ -38,6 +38,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from adapters.sendcloud import EncodedOrder
 from service.dedupe import SeenDeliveries
 from service.store import (
@@ -47,7 +49,9 @@ from service.store import (
     Batch,
     DeadLetter,
     Entry,
+    HistoryEvent,
     Ledger,
+    Resolution,
     Settled,
     Settlement,
     StoreOpenError,
@@ -159,6 +163,25 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE dead_letters ADD COLUMN webhook BLOB;  -- the webhook body, zlib (personal data)
     """,
+    # 2 → 3: what the admin API reads and changes — dead letters' order numbers and replay
+    # attempts, paused lanes, and each order's history (ids, times and outcomes: no content).
+    """
+    ALTER TABLE dead_letters ADD COLUMN order_number TEXT;
+    ALTER TABLE dead_letters ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE paused_lanes (
+        integration_id INTEGER PRIMARY KEY
+    );
+    CREATE TABLE history (                 -- id: order of arrival (oldest pruned first)
+        id INTEGER PRIMARY KEY,
+        integration_id INTEGER NOT NULL,
+        order_id TEXT NOT NULL,
+        order_number TEXT,
+        at REAL NOT NULL,                  -- wall-clock POSIX seconds
+        event BLOB NOT NULL                -- a HistoryEvent as JSON
+    );
+    CREATE INDEX history_by_order ON history (integration_id, order_id);
+    CREATE INDEX history_by_number ON history (integration_id, order_number) WHERE order_number IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -182,7 +205,10 @@ _SET_COUNTER = (
 )
 
 _INSERT_DELIVERY = "INSERT INTO deliveries (key, expires_at) VALUES (?, ?)"
-_DELETE_OLDEST_LETTERS = "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)"
+_INSERT_HISTORY = "INSERT INTO history (integration_id, order_id, order_number, at, event) VALUES (?, ?, ?, ?, ?)"
+_DELETE_LETTER = "DELETE FROM dead_letters WHERE id = ?"
+_HISTORY_ENCODER = msgspec.json.Encoder()
+_HISTORY_DECODER = msgspec.json.Decoder(HistoryEvent)
 #: the file's expired delivery ids are deleted once per this many new ones (and by `prune`)
 _PRUNE_DELIVERIES_EVERY = 1024
 
@@ -324,15 +350,19 @@ class _Job:
 
 def _execute_in_runs(connection: sqlite3.Connection, jobs: list[_Job]) -> None:
     """Every job's statements in order, consecutive ones with the same SQL in one `executemany`
-    (a group of webhooks is a run of pending upserts: one call, not one each); delivery ids,
-    whose order does not matter, all at the end."""
+    (a group of webhooks is a run of pending upserts: one call, not one each); delivery ids and
+    history steps, whose order among other statements does not matter, all at the end."""
     deliveries: list[Sequence[Any]] = []
+    history: list[Sequence[Any]] = []
     run_sql = ""
     run: list[Sequence[Any]] = []
     for job in jobs:
         for sql, params in job.ops:
             if sql == _INSERT_DELIVERY:
                 deliveries.append(params)
+                continue
+            if sql == _INSERT_HISTORY:
+                history.append(params)
                 continue
             if sql != run_sql and run:
                 connection.executemany(run_sql, run)
@@ -348,6 +378,8 @@ def _execute_in_runs(connection: sqlite3.Connection, jobs: list[_Job]) -> None:
         connection.executemany(run_sql, run)
     if deliveries:
         connection.executemany(_INSERT_DELIVERY, deliveries)
+    if history:
+        connection.executemany(_INSERT_HISTORY, history)
 
 
 class _Writer:
@@ -470,8 +502,11 @@ class SqliteStore:
     ) -> None:
         self.path = path
         self.settings = settings
-        self._mem = MemoryStore(settings)
+        self._mem = MemoryStore(settings, history_to=self.record_history)
         self._front: dict[int, float] = {}
+        #: history steps waiting to ride with the next commit (`record_history`)
+        self._history: list[Op] = []
+        self._history_queued = False
         #: delivery ids written since the file's expired ones were last deleted
         self._deliveries_since_prune = 0
         #: writes nobody waits for (`remember_delivery`)
@@ -528,7 +563,7 @@ class SqliteStore:
         """Rebuild the mirror from what the file holds (at open, and after a failed commit)."""
         reader = connect(self.path, read_only=True)
         try:
-            self._mem = mem = MemoryStore(self.settings)
+            self._mem = mem = MemoryStore(self.settings, history_to=self.record_history)
             counters = dict(reader.execute("SELECT name, value FROM counters").fetchall())
             self._front = {}
             unsettled = 0
@@ -558,19 +593,23 @@ class SqliteStore:
                 "SELECT integration_id, order_id, updated_at, seq, digest FROM sent ORDER BY sent_seq"
             ):
                 mem._lane(integration_id).sent.put(order_id, (updated_at, seq, bytes(digest)))
-            letters = []
-            for _letter_id, *fields in reader.execute(
+            for letter_id, *fields in reader.execute(
                 "SELECT id, integration_id, platform, order_id, reason, detail, pointer, delivery_id, body, "
-                "compressed, at, batch_id FROM dead_letters ORDER BY id"
+                "compressed, at, batch_id, order_number, attempts FROM dead_letters ORDER BY id"
             ):
                 integration_id, platform, order_id, reason, detail, pointer, delivery_id, body, compressed = fields[:9]
+                at, batch_id, order_number, attempts = fields[9:]
                 order = EncodedOrder(order_id or "", bytes(body), bool(compressed)) if body is not None else None
-                letters.append(
-                    DeadLetter(
-                        integration_id, platform, order_id, reason, detail, pointer, delivery_id, order, *fields[9:]
-                    )
+                mem._letters[letter_id] = DeadLetter(
+                    *(integration_id, platform, order_id, reason, detail, pointer, delivery_id, order, at, batch_id),
+                    id=letter_id,
+                    order_number=order_number,
+                    attempts=attempts,
                 )
-            mem._letters.extend(letters)
+            # ids only grow, even past a deleted last letter (AUTOINCREMENT keeps the highest)
+            highest = reader.execute("SELECT seq FROM sqlite_sequence WHERE name = 'dead_letters'").fetchone()
+            mem._letter_seq = highest[0] if highest else 0
+            mem._paused = {row[0] for row in reader.execute("SELECT integration_id FROM paused_lanes")}
             deliveries = mem._deliveries
             newest = reader.execute(
                 "SELECT key, expires_at FROM deliveries WHERE expires_at > ? ORDER BY rowid DESC LIMIT ?",
@@ -583,6 +622,8 @@ class SqliteStore:
             mem._sent = counters.get("sent", 0)
             mem._superseded = counters.get("superseded", 0)
             mem._dead_lettered = counters.get("dead_lettered", 0)
+            mem._replayed = counters.get("replayed", 0)
+            mem._discarded = counters.get("discarded", 0)
             mem._unsettled = unsettled
             self._sent_seq = counters.get("sent_seq", 0)
         finally:
@@ -591,6 +632,8 @@ class SqliteStore:
     # ------------------------------------------------------------ writing
 
     async def _commit(self, ops: list[Op], read: Op | None = None) -> list[Any]:
+        if self._history:
+            ops, self._history = ops + self._history, []
         epoch = self._epoch
         try:
             rows = await self._writer.submit(ops, epoch, self._counters(), read)
@@ -611,6 +654,8 @@ class SqliteStore:
             ("sent", mem._sent),
             ("superseded", mem._superseded),
             ("dead_lettered", mem._dead_lettered),
+            ("replayed", mem._replayed),
+            ("discarded", mem._discarded),
             ("seq", mem._seq),
             ("sent_seq", self._sent_seq),
         )
@@ -673,11 +718,89 @@ class SqliteStore:
     async def prune(self, now: float) -> int:
         dropped = self._mem._prune_letters(now)
         ops = [_prune_deliveries(now, self._mem._deliveries.max_entries)]
-        if dropped:  # the file holds the same letters as the mirror, in the same order
-            ops.append((_DELETE_OLDEST_LETTERS, (dropped,)))
+        ops += [(_DELETE_LETTER, (letter_id,)) for letter_id in dropped]
+        # history rows are in arrival order: the expired ones are the first (the scan stops at
+        # the first one kept)
+        ops.append(
+            (
+                "DELETE FROM history WHERE id < coalesce((SELECT id FROM history WHERE at >= ? ORDER BY id LIMIT 1), "
+                "(SELECT max(id) + 1 FROM history))",
+                (now - self.settings.history_retention,),
+            )
+        )
         self._deliveries_since_prune = 0
         await self._commit(ops)
-        return dropped
+        return len(dropped)
+
+    async def resolve_dead_letter(self, letter_id: int, how: Resolution) -> DeadLetter | None:
+        letter = await self._mem.resolve_dead_letter(letter_id, how)
+        if letter is not None:
+            await self._commit([(_DELETE_LETTER, (letter_id,))])
+        return letter
+
+    async def dead_letter_failed_again(self, letter_id: int, detail: str, at: float) -> DeadLetter | None:
+        letter = await self._mem.dead_letter_failed_again(letter_id, detail, at)
+        if letter is not None:
+            await self._commit(
+                [
+                    (
+                        "UPDATE dead_letters SET detail = ?, attempts = ? WHERE id = ?",
+                        (detail, letter.attempts, letter_id),
+                    )
+                ]
+            )
+        return letter
+
+    async def dead_letter_webhook(self, letter_id: int) -> bytes | None:
+        def read() -> bytes | None:
+            reader = connect(self.path, read_only=True)
+            try:
+                row = reader.execute("SELECT webhook FROM dead_letters WHERE id = ?", (letter_id,)).fetchone()
+            finally:
+                reader.close()
+            return zlib.decompress(row[0]) if row is not None and row[0] is not None else None
+
+        return await asyncio.to_thread(read)
+
+    async def set_paused(self, integration_id: int, paused: bool) -> None:
+        await self._mem.set_paused(integration_id, paused)
+        if paused:
+            op: Op = ("INSERT OR IGNORE INTO paused_lanes (integration_id) VALUES (?)", (integration_id,))
+        else:
+            op = ("DELETE FROM paused_lanes WHERE integration_id = ?", (integration_id,))
+        await self._commit([op])
+
+    def record_history(self, events: Sequence[HistoryEvent]) -> None:
+        """Steps join the next commit; if none is on its way, one is started for them."""
+        self._history += [
+            (_INSERT_HISTORY, (e.integration_id, e.order_id, e.order_number, e.at, _HISTORY_ENCODER.encode(e)))
+            for e in events
+        ]
+        if not self._history_queued:
+            self._history_queued = True
+            asyncio.get_running_loop().call_soon(self._write_history)
+
+    def _write_history(self) -> None:
+        self._history_queued = False
+        if self._history:  # no commit took them meanwhile
+            self._write_later([])
+
+    async def history(
+        self, integration_id: int, *, order_id: str | None = None, order_number: str | None = None
+    ) -> list[HistoryEvent]:
+        def read() -> list[HistoryEvent]:
+            reader = connect(self.path, read_only=True)
+            try:
+                rows = reader.execute(
+                    "SELECT event FROM history WHERE integration_id = ? AND (order_id = ? OR order_id IN "
+                    "(SELECT order_id FROM history WHERE integration_id = ? AND order_number = ?)) ORDER BY id",
+                    (integration_id, order_id, integration_id, order_number),
+                ).fetchall()
+            finally:
+                reader.close()
+            return [_HISTORY_DECODER.decode(row[0]) for row in rows]
+
+        return await asyncio.to_thread(read)
 
     async def take(self, integration_id: int, limit: int, *, batch_id: str, attempt: int) -> Batch | None:
         lane = self._mem._lanes.get(integration_id)
@@ -710,6 +833,7 @@ class SqliteStore:
         return full
 
     async def settle(self, batch: Batch, settlement: Settlement) -> Settled:
+        first_letter = self._mem._letter_seq + 1
         settled = await self._mem.settle(batch, settlement)
         integration_id = batch.integration_id
         ops = self._front_ops(integration_id, settlement.retry)
@@ -734,7 +858,7 @@ class SqliteStore:
                     (integration_id, self._sent_seq - self.settings.remember_sent),
                 )
             )
-        ops += self._letter_ops(settlement.dead, settled.evicted)
+        ops += self._letter_ops(settlement.dead, first_letter, settled.evicted)
         await self._commit(ops)
         return settled
 
@@ -764,17 +888,19 @@ class SqliteStore:
             self._front[integration_id] = front - len(retried)
         return ops
 
-    def _letter_ops(self, letters: Sequence[DeadLetter], evicted: Sequence[DeadLetter]) -> list[Op]:
+    def _letter_ops(self, letters: Sequence[DeadLetter], first_id: int, evicted: Sequence[DeadLetter]) -> list[Op]:
+        """Insert `letters` under the ids the mirror gave them (`first_id` on), then delete the
+        evicted ones (which may include some of these, when there are more than fit)."""
         ops: list[Op] = []
-        if evicted:  # the file holds the same letters as the mirror, in the same order
-            ops.append((_DELETE_OLDEST_LETTERS, (len(evicted),)))
-        for letter in letters:
+        for letter_id, letter in enumerate(letters, first_id):
             order = letter.order
             ops.append(
                 (
-                    "INSERT INTO dead_letters (integration_id, platform, order_id, reason, detail, pointer, "
-                    "delivery_id, body, compressed, at, batch_id, webhook) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO dead_letters (id, integration_id, platform, order_id, reason, detail, pointer, "
+                    "delivery_id, body, compressed, at, batch_id, webhook, order_number, attempts) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
+                        letter_id,
                         letter.integration_id,
                         letter.platform,
                         letter.order_id,
@@ -787,15 +913,19 @@ class SqliteStore:
                         letter.at,
                         letter.batch_id,
                         zlib.compress(letter.webhook) if letter.webhook is not None else None,
+                        letter.order_number,
+                        letter.attempts,
                     ),
                 )
             )
+        ops += [(_DELETE_LETTER, (letter.id,)) for letter in evicted]
         return ops
 
     async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> tuple[DeadLetter, ...]:
         # The mirror keeps no webhook bodies (the file does: a later replay reads them there).
+        first_id = self._mem._letter_seq + 1
         evicted = await self._mem.add_dead_letters([replace(letter, webhook=None) for letter in letters])
-        await self._commit(self._letter_ops(letters, evicted))
+        await self._commit(self._letter_ops(letters, first_id, evicted))
         return evicted
 
     async def recover(self) -> tuple[Batch, ...]:
@@ -848,11 +978,25 @@ class SqliteStore:
     def batch_in_flight(self, integration_id: int) -> Batch | None:
         return self._mem.batch_in_flight(integration_id)
 
-    def dead_letters(self, integration_id: int | None = None, limit: int | None = None) -> list[DeadLetter]:
-        return self._mem.dead_letters(integration_id, limit)
+    def dead_letters(
+        self,
+        integration_id: int | None = None,
+        limit: int | None = None,
+        *,
+        reason: str | None = None,
+        since: float | None = None,
+        after: int = 0,
+    ) -> list[DeadLetter]:
+        return self._mem.dead_letters(integration_id, limit, reason=reason, since=since, after=after)
+
+    def dead_letter(self, letter_id: int) -> DeadLetter | None:
+        return self._mem.dead_letter(letter_id)
 
     def dead_letter_count(self) -> int:
         return self._mem.dead_letter_count()
+
+    def paused(self) -> frozenset[int]:
+        return self._mem.paused()
 
     def writing(self) -> bool:
         """True while a write is queued or committing."""
