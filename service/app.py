@@ -36,7 +36,7 @@ from service.metrics import Metrics
 from service.openapi import document_json
 from service.ratelimit import RateLimiter
 from service.sendcloud import SendcloudClient
-from service.store import AddResult, DeadLetter, Store, StoreSettings, StoreUnavailable
+from service.store import AddResult, DeadLetter, HistoryEvent, Store, StoreSettings, StoreUnavailable
 from service.store.factory import open_store
 
 __all__ = ["AppState", "create_app"]
@@ -80,9 +80,10 @@ class AppState:
         """Re-read the config file (SIGHUP) without losing a buffered order.
 
         Applied at once: the integrations (secrets, platforms, new and removed ones), the accepted
-        currencies, and the Sendcloud credentials and partner id (held orders then go with the new
-        ones). Anything else — server, buffer, logging, `base_url` — needs a restart, which is
-        logged. An invalid file changes nothing and logs one error.
+        currencies, the Sendcloud credentials and partner id (held orders then go with the new
+        ones) and the admin tokens. Anything else — server, buffer, logging, `base_url`, where
+        the admin listener is — needs a restart, which is logged. An invalid file changes
+        nothing and logs one error.
         """
         if self.config_path is None:
             return
@@ -97,6 +98,9 @@ class AppState:
         ]
         if new.sendcloud.base_url != old.sendcloud.base_url:
             needs_restart.append("sendcloud.base_url")
+        # the admin tokens apply at once (rotation); where the listener is needs a restart
+        if _admin_address(new) != _admin_address(old):
+            needs_restart.append("admin")
         self.integrations = _integrations(new)
         credentials = ("public_key", "secret_key", "partner_id")
         if self.sandbox is None and any(getattr(new.sendcloud, k) != getattr(old.sendcloud, k) for k in credentials):
@@ -104,6 +108,10 @@ class AppState:
             self.buffer.flush(retry_now=True)  # orders held by a 401 go now, not after their backoff
         self.config = new
         _log.info("config.reloaded", integrations=sorted(self.integrations), restart_needed_for=needs_restart)
+
+
+def _admin_address(config: Config) -> tuple[str, int] | None:
+    return None if config.admin is None else (config.admin.host, config.admin.port)
 
 
 # ---------------------------------------------------------------- answers
@@ -234,6 +242,7 @@ async def _handle(state: AppState, scope: Scope, receive: Receive, platform: str
     now = state.buffer.clock.wall()
     if delivery_id is not None and state.store.seen_delivery(integration.config.id, delivery_id, now):
         _log.info("webhook.duplicate", **ids)
+        _duplicate_in_history(state, integration, body, delivery_id, adapter.topic(headers), now)
         return _DUPLICATE, "duplicate"
     topic = adapter.topic(headers)
     if topic is None:
@@ -252,7 +261,9 @@ async def _handle(state: AppState, scope: Scope, receive: Receive, platform: str
         except StoreUnavailable as unavailable:
             return _store_unavailable(ids, unavailable, None), "unavailable"
     try:
-        added = await state.buffer.add(integration.config.id, platform, order, delivery_id=delivery_id, received_at=now)
+        added = await state.buffer.add(
+            integration.config.id, platform, order, delivery_id=delivery_id, received_at=now, topic=topic
+        )
     except BufferFull:
         _log.warning("webhook.rejected", **ids, status=503, error="buffer_full", order_id=order.order_id)
         return _error(503, "buffer_full", "Too many orders are waiting; retry later.", retry=True), "unavailable"
@@ -266,6 +277,25 @@ async def _handle(state: AppState, scope: Scope, receive: Receive, platform: str
         return _ignored("stale"), "ignored"
     _log.info("order.buffered", **ids, order_id=order.order_id, topic=topic, coalesced=added is AddResult.COALESCED)
     return _ACCEPTED, "accepted"
+
+
+def _duplicate_in_history(
+    state: AppState, integration: _Integration, body: bytes, delivery_id: str, topic: str | None, now: float
+) -> None:
+    """A retried delivery goes into its order's history; which order it is takes a translation
+    (only duplicates pay for it; one that does not translate has no order to file it under)."""
+    try:
+        order = integration.adapter.translate(body, integration.config.id)
+    except TranslationError:
+        return
+    step = HistoryEvent(
+        *(integration.config.id, order.order_id, now, "received"),
+        order_number=order.order_number,
+        outcome="duplicate",
+        delivery_id=delivery_id,
+        topic=topic,
+    )
+    state.store.record_history([step])
 
 
 def _store_unavailable(ids: dict[str, object], exc: StoreUnavailable, order_id: str | None) -> Response:
@@ -299,12 +329,13 @@ async def _untranslatable(
     letter = DeadLetter(
         integration_id=integration.config.id,
         platform=integration.config.platform,
-        order_id=None,
+        order_id=exc.order_id,
         reason=str(exc.reason),
         detail=exc.detail,
         delivery_id=delivery_id,
         at=now,
         webhook=body,
+        order_number=exc.order_number,
     )
     evicted = await state.store.add_dead_letters([letter])
     record_dead_letters([letter], evicted, state.metrics, capacity=state.config.buffer.dead_letter_capacity)
@@ -416,6 +447,7 @@ def create_app(
         compress_above=settings.compress_above,
         dead_letter_capacity=bc.dead_letter_capacity,
         dead_letter_retention=config.store.dead_letter_retention_days * 86_400.0,
+        history_retention=config.store.history_days * 86_400.0,
         dedupe_ttl=bc.dedupe_ttl_seconds,
         dedupe_max_entries=bc.dedupe_max_entries,
     )

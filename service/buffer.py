@@ -245,10 +245,11 @@ class Buffer:
         delivery_id: str | None = None,
         received_at: float | None = None,
         topic: str | None = None,
+        replay_of: int | None = None,
     ) -> AddResult:
         """Buffer one order version; returns once the store has it. `received_at` is wall-clock
-        seconds (default: now); `topic` goes into the order's history. Raises `BufferFull` or
-        `BufferClosed` (→ 503)."""
+        seconds (default: now); `topic` and `replay_of` (a dead letter's id) go into the order's
+        history. Raises `BufferFull` or `BufferClosed` (→ 503)."""
         if self._closing:
             raise BufferClosed
         if self.store.unsettled() >= self.settings.max_pending:
@@ -262,6 +263,7 @@ class Buffer:
             delivery_id,
             topic,
             order.order_number,
+            replay_of,
         )
         lane = self._lane(integration_id)
         result = await self.store.add(arrival)

@@ -5,17 +5,20 @@
 - `translate`      one webhook body → the Sendcloud order JSON
 - `send-sample`    post a correctly signed sample webhook to a running service
 - `fake-sendcloud` run the built-in Sendcloud simulator on its own port
+- `admin`          the admin API from a terminal (lanes, dead letters, replay, an order's history)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import msgspec
 
@@ -40,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="config file (default: $ORDER_BRIDGE_CONFIG)")
     serve.add_argument("--host", help="overrides [server] host")
     serve.add_argument("--port", type=int, help="overrides [server] port")
+    serve.add_argument("--admin-port", type=int, help="overrides [admin] port")
 
     check = commands.add_parser("check-config", help="validate a config file without starting")
     check.add_argument("file", help="the TOML config")
@@ -65,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     fake = commands.add_parser("fake-sendcloud", help="run the Sendcloud simulator (public key and secret: sandbox)")
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=8081)
+
+    from service.admin.client import add_parser as add_admin_parser
+
+    add_admin_parser(commands)
     return parser
 
 
@@ -115,6 +123,8 @@ def _report_store(url: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     import uvicorn
 
     from service.app import create_app
@@ -157,13 +167,55 @@ def _serve(args: argparse.Namespace) -> int:
             proxy_headers=False,
         )
     )
+    admin = _admin_server(state, args.admin_port) if config.admin is not None else None
     # Everything built so far (modules, the app) lives as long as the process: move it out of
     # the garbage collector's sight, so a full collection walks only what requests create
     # (40 ms pauses at full load without this; docs/benchmarks.md).
     gc.collect()
     gc.freeze()
-    server.run()
+    if admin is None:
+        server.run()
+        return 0
+
+    async def both() -> None:
+        """The admin listener lives as long as the webhook server, which owns the signals."""
+        listening = asyncio.get_running_loop().create_task(admin.serve(), name="admin-listener")
+        try:
+            await server.serve()
+        finally:
+            admin.should_exit = True
+            await listening
+
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(both())
     return 0
+
+
+def _admin_server(state: Any, port: int | None) -> Any:
+    """The admin listener's uvicorn server (`[admin]`, DESIGN §9): it leaves the signals to the
+    webhook server, and stops when that one has."""
+    import uvicorn
+
+    from service.admin import create_admin_app
+
+    admin_config = state.config.admin
+    app = create_admin_app(state)
+
+    class AdminServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    host, port = admin_config.host, port or admin_config.port
+    tokens = app.state.admin_tokens
+    if admin_config.token == "" and state.config.sendcloud.is_sandbox:
+        # The sandbox's made-up token, for the person who ran `make run` (never logged).
+        sys.stderr.write(f"order-bridge: admin console on http://{host}:{port}/  token: {tokens.generated}\n")
+    return AdminServer(
+        uvicorn.Config(
+            app, host=host, port=port, log_config=None, access_log=False, lifespan="off", server_header=False
+        )
+    )
 
 
 def _translate(args: argparse.Namespace) -> int:
@@ -204,7 +256,14 @@ def _fake_sendcloud(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin(args: argparse.Namespace) -> int:
+    from service.admin.client import run
+
+    return run(args)
+
+
 _COMMANDS = {
+    "admin": _admin,
     "serve": _serve,
     "check-config": _check_config,
     "translate": _translate,

@@ -48,6 +48,7 @@ from adapters import ADAPTERS, DEFAULT_CURRENCIES, AdapterFactory, PlatformOptio
 
 __all__ = [
     "SANDBOX",
+    "AdminConfig",
     "BufferConfig",
     "Config",
     "ConfigError",
@@ -189,6 +190,28 @@ class StoreConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     #: dead letters (the order and the webhook body they came from: personal data) are deleted
     #: this long after they were made
     dead_letter_retention_days: PositiveFloat = 30.0
+    #: each order's history (ids, times, outcomes: no personal data) is kept this long
+    history_days: PositiveFloat = 7.0
+
+
+#: an admin bearer token: long enough that guessing is hopeless
+AdminToken = Annotated[str, msgspec.Meta(min_length=16)]
+
+
+class AdminConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[admin]`: the admin API and console, on a listener of their own (off without the table)."""
+
+    _SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"token"})
+
+    host: NonEmptyStr = "127.0.0.1"
+    port: Port = 9090
+    #: `Authorization: Bearer <token>`; a list allows rotation (any matches). Empty: made up at
+    #: start and printed — only with the sandbox
+    token: AdminToken | Annotated[tuple[AdminToken, ...], msgspec.Meta(min_length=1)] | Literal[""] = ""
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return (self.token,) if isinstance(self.token, str) else self.token
 
 
 class LoggingConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -234,6 +257,7 @@ class Config(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     buffer: BufferConfig = msgspec.field(default_factory=BufferConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    admin: AdminConfig | None = None
     integrations: Annotated[tuple[IntegrationConfig, ...], msgspec.Meta(min_length=1)]
 
 
@@ -561,6 +585,10 @@ def _checked(config: Config, from_environ: Set[str]) -> Config:
                 raise ConfigError(f'{key}: must be set unless sendcloud.base_url is "{SANDBOX}"', key)
         if base_url != sendcloud.base_url:
             config = msgspec.structs.replace(config, sendcloud=msgspec.structs.replace(sendcloud, base_url=base_url))
+
+    admin = config.admin
+    if admin is not None and admin.token == "" and not sendcloud.is_sandbox:
+        raise ConfigError(f'admin.token: must be set unless sendcloud.base_url is "{SANDBOX}"', "admin.token")
 
     first_index: dict[int, int] = {}
     for index, integration in enumerate(config.integrations):

@@ -102,3 +102,12 @@ class _LedgerCollector(Collector):
         for fate in ("accepted", "sent", "superseded", "dead_lettered"):
             family.add_metric([fate], getattr(ledger, fate))
         yield family
+        letters = CounterMetricFamily(
+            _PREFIX + "dead_letters_resolved",
+            "Dead letters a person resolved through the admin API: replayed (the order went back to "
+            "its lane, a new accepted version) or discarded.",
+            labels=["how"],
+        )
+        for how in ("replayed", "discarded"):
+            letters.add_metric([how], getattr(ledger, how))
+        yield letters

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
+from adapters.sendcloud import EncodedOrder
 from service.sender import SendOutcome, SendResult
 from service.store import Batch, DeadLetter, Settlement
 
@@ -51,6 +54,7 @@ def settle(batch: Batch, result: SendResult, *, at: float) -> Verdict:
                 order=entries[index].order,
                 at=at,
                 batch_id=batch.id,
+                order_number=_order_number(entries[index].order),
             )
             for index, errors in sorted(refused.items())
         )
@@ -59,3 +63,18 @@ def settle(batch: Batch, result: SendResult, *, at: float) -> Verdict:
         return Verdict(Settlement((), letters, dead_entries, rest), "rejected", back_off=False, flush_again=True)
     outcome = "misconfigured" if result.outcome is SendOutcome.MISCONFIGURED else "retried"
     return Verdict(Settlement((), (), (), entries), outcome, back_off=True, flush_again=False)
+
+
+class _Numbered(msgspec.Struct):
+    order_number: str
+
+
+_NUMBER = msgspec.json.Decoder(_Numbered)
+
+
+def _order_number(order: EncodedOrder) -> str | None:
+    """The order's number, read back from its JSON (only a refused order pays for it)."""
+    try:
+        return _NUMBER.decode(order.json).order_number
+    except msgspec.DecodeError:
+        return None

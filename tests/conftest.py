@@ -3,6 +3,7 @@ and the service wired to it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -34,14 +35,23 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class ServerThread:
-    """An ASGI app served by uvicorn on a free 127.0.0.1 port, in a background thread."""
+def _bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
-    def __init__(self, app: Any) -> None:
+
+class ServerThread:
+    """An ASGI app served by uvicorn on a free 127.0.0.1 port, in a background thread.
+
+    `beside`: another app served by the same thread's event loop on a port of its own
+    (`beside_url`), without a lifespan — the admin app, which shares the service's state and so
+    must run on its loop, as `order-bridge serve` runs it."""
+
+    def __init__(self, app: Any, beside: Any = None) -> None:
         self.app = app
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = _bound_socket()
         self.port = self.sock.getsockname()[1]
         # keep-alive far past any test: with uvicorn's 5 s, a pooled client connection left idle
         # that long (httpx hands out the first idle one, so some sit out a burst) is closed by the
@@ -50,20 +60,44 @@ class ServerThread:
             app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=30, timeout_keep_alive=300
         )
         self.server = uvicorn.Server(config)
+        self.beside: uvicorn.Server | None = None
+        self.beside_sock: socket.socket | None = None
+        if beside is not None:
+            self.beside_sock = _bound_socket()
+            self.beside = uvicorn.Server(
+                uvicorn.Config(beside, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=300)
+            )
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        self.server.run(sockets=[self.sock])
+        if self.beside is None:
+            self.server.run(sockets=[self.sock])
+            return
+        asyncio.run(self._both())
+
+    async def _both(self) -> None:
+        assert self.beside is not None and self.beside_sock is not None
+        beside = asyncio.get_running_loop().create_task(self.beside.serve(sockets=[self.beside_sock]))
+        try:
+            await self.server.serve(sockets=[self.sock])
+        finally:
+            self.beside.should_exit = True
+            await beside
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def beside_url(self) -> str:
+        assert self.beside_sock is not None
+        return f"http://127.0.0.1:{self.beside_sock.getsockname()[1]}"
+
     def __enter__(self) -> ServerThread:
         # uvicorn installs signal handlers only in the main thread; here it cannot, which is what we want.
         self.thread.start()
         deadline = time.monotonic() + 10
-        while not self.server.started:
+        while not self.server.started or (self.beside is not None and not self.beside.started):
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("server did not start")
             time.sleep(0.01)
@@ -73,6 +107,8 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(timeout=60)
         self.sock.close()
+        if self.beside_sock is not None:
+            self.beside_sock.close()
 
 
 @pytest.fixture
@@ -80,8 +116,8 @@ def serve() -> Iterator[Any]:
     """`serve(app)` starts `app` on a free port; every server stops at the end of the test."""
     servers: list[ServerThread] = []
 
-    def start(app: Any) -> ServerThread:
-        server = ServerThread(app).__enter__()
+    def start(app: Any, beside: Any = None) -> ServerThread:
+        server = ServerThread(app, beside).__enter__()
         servers.append(server)
         return server
 
@@ -96,6 +132,7 @@ SECRETS = {"shopify": "shopify-test-secret", "woocommerce": "woocommerce-test-se
 #: integration id → platform, as configured for every stack
 INTEGRATIONS = {7: "shopify", 8: "woocommerce", **{100 + n: "shopify" for n in range(20)}}
 PUBLIC_KEY, SECRET_KEY = "test-public-key", "test-secret-key"
+ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
 def _toml_value(value: object) -> str:
@@ -143,6 +180,10 @@ class Stack:
     def url(self) -> str:
         return self.service_server.url
 
+    @property
+    def admin_url(self) -> str:
+        return self.service_server.beside_url
+
     def stop_service(self) -> None:
         self.service_server.__exit__()
 
@@ -155,11 +196,18 @@ def stack(serve: Any) -> Any:
     from service.fake_sendcloud import Account, FakeSendcloud
     from service.fake_sendcloud import create_app as create_fake
 
-    def start(fake: FakeSendcloud | None = None, **sections: dict[str, object]) -> Stack:
+    def start(fake: FakeSendcloud | None = None, *, with_admin: bool = False, **sections: dict[str, object]) -> Stack:
+        """`with_admin`: the admin app runs beside the service (`Stack.admin_url`, token
+        `ADMIN_TOKEN` unless an `admin` section says otherwise)."""
+        from service.admin import create_admin_app
+
         fake = fake or FakeSendcloud(accounts={PUBLIC_KEY: Account(SECRET_KEY, frozenset(INTEGRATIONS))})
         fake_server = serve(create_fake(fake))
+        if with_admin:
+            sections = {"admin": {"token": ADMIN_TOKEN}, **sections}
         config = loads_config(service_toml(fake_server.url + "/api/v3", **sections))
-        return Stack(fake, fake_server, serve(create_app(config)))
+        app = create_app(config)
+        return Stack(fake, fake_server, serve(app, create_admin_app(app.state.order_bridge) if with_admin else None))
 
     return start
 
@@ -173,7 +221,7 @@ class ServiceProcess:
     It runs in `cwd` (default: a new temporary folder), where a relative store path lands.
     """
 
-    def __init__(self, config_path: Any, port: int, cwd: Any = None) -> None:
+    def __init__(self, config_path: Any, port: int, cwd: Any = None, admin_port: int | None = None) -> None:
         import subprocess
         import sys
         import tempfile
@@ -181,7 +229,8 @@ class ServiceProcess:
         self.port = port
         self.cwd = cwd if cwd is not None else tempfile.mkdtemp(prefix="order-bridge-test-")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--config", str(config_path), "--port", str(port)],
+            [sys.executable, "-m", "service", "serve", "--config", str(config_path), "--port", str(port)]
+            + (["--admin-port", str(admin_port)] if admin_port is not None else []),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             cwd=self.cwd,

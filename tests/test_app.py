@@ -269,6 +269,7 @@ DESIGNED_METRICS = {
     "orders_dead_lettered_total{reason}": "counter",
     "order_end_to_end_seconds": "histogram",
     "dead_letters_stored": "gauge",
+    "dead_letters_resolved_total{how}": "counter",
     "order_versions_total{fate}": "counter",
 }
 _DESIGN_METRIC = re.compile(r"`([a-z_]+(?:\{[a-z_,]+\})?)`")

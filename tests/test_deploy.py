@@ -669,6 +669,13 @@ def test_image_environment_installs_from_the_lock_and_serves(tmp_path: Path) -> 
     (wheel,) = wheels.glob("order_bridge-*.whl")
     run(pip, "install", "--no-cache-dir", "--no-deps", wheel)
     run(pip, "check")
+    # the admin console's templates and script are in the wheel, not only in the source tree
+    shipped = "from pathlib import Path; import service.admin as a; p = Path(a.__file__).parent; " + (
+        "print(sorted(f.name for f in [*p.glob('templates/*.html'), *p.glob('static/*')]))"
+    )
+    listed = run(venv / "bin" / "python", "-c", shipped)
+    for name in ("base.html", "lanes.html", "dead_letters.html", "order.html", "login.html", "console.js"):
+        assert name in listed, listed
 
     base_env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
     for name in KUSTOMIZATIONS:

@@ -56,11 +56,19 @@ def test_sigterm_flushes_every_buffered_order_before_exit(tmp_path: Path, serve:
 
 
 def test_sandbox_config_and_send_sample_show_an_order_accepted(tmp_path: Path) -> None:
-    """`make run`'s config needs no credentials; `send-sample` gets an order to `order.accepted`."""
-    port = free_port()
-    service = ServiceProcess(ROOT / "examples" / "sandbox.toml", port)
+    """`make run`'s config needs no credentials; `send-sample` gets an order to `order.accepted`;
+    the admin listener is on, with a token made up at start and printed (not logged)."""
+    port, admin_port = free_port(), free_port()
+    service = ServiceProcess(ROOT / "examples" / "sandbox.toml", port, admin_port=admin_port)
     try:
         service.wait_ready()
+        printed = [line for line in service.lines if line.startswith(b"order-bridge: admin console on ")]
+        assert len(printed) == 1, service.lines
+        url, token = printed[0].decode().split()[4], printed[0].decode().split()[-1]
+        assert url == f"http://127.0.0.1:{admin_port}/" and len(token) >= 16
+        assert httpx.get(url + "api/lanes").status_code == 401
+        assert httpx.get(url + "api/lanes", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert all(token not in json.dumps(e) for e in service.events() if e.get("event") != "<not json>")
         for platform, integration in (("shopify", 1), ("woocommerce", 2)):
             sent = subprocess.run(
                 [sys.executable, "-m", "service", "send-sample", "--platform", platform,

@@ -102,6 +102,8 @@ class Arrival(NamedTuple):
     #: the webhook's topic and the order's number, for the order's history
     topic: str | None = None
     order_number: str | None = None
+    #: the dead letter this version is a replay of (`service.admin.replay`)
+    replay_of: int | None = None
 
 
 class Entry(NamedTuple):

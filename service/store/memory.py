@@ -407,14 +407,15 @@ class MemoryStore:
 
 
 def received(arrival: Arrival, result: AddResult) -> HistoryEvent:
-    """The history step of a version arriving."""
+    """The history step of a version arriving (by webhook, or by the replay of a dead letter)."""
     return HistoryEvent(
         arrival.integration_id,
         arrival.order.order_id,
         arrival.received_at,
-        "received",
+        "received" if arrival.replay_of is None else "replayed",
         order_number=arrival.order_number,
         outcome=str(result),
         delivery_id=arrival.delivery_id,
         topic=arrival.topic,
+        dead_letter_id=arrival.replay_of,
     )
