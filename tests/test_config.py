@@ -546,3 +546,21 @@ def test_structs_are_frozen() -> None:
     config = _load(MINIMAL)
     with pytest.raises(AttributeError):
         config.server.port = 1  # type: ignore[misc]
+
+
+def test_the_admin_table_is_off_by_default_and_checked() -> None:
+    """`[admin]` turns the admin listener on; its token is a secret, at least 16 characters, one
+    or a list (rotation), and may be left out only with the sandbox (one is made up at start)."""
+    assert _load(MINIMAL).admin is None
+    token, old = "a-token-of-enough-length", "an-old-token-of-enough-length"
+    config = _load(SANDBOX + f'[admin]\nport = 9191\ntoken = ["{token}", "{old}"]\n' + INTEGRATION)
+    assert config.admin is not None and (config.admin.host, config.admin.port) == ("127.0.0.1", 9191)
+    assert config.admin.tokens == (token, old) and token not in repr(config) and old not in repr(config)
+    single = _load(SANDBOX + f'[admin]\ntoken = "{token}"\n' + INTEGRATION).admin
+    assert single is not None and single.tokens == (token,)
+    assert _load(SANDBOX + "[admin]\n" + INTEGRATION).admin is not None  # sandbox: made up at start
+    assert _error(SANDBOX + '[admin]\ntoken = "short"\n' + INTEGRATION).startswith("admin.token:")
+    assert _error(SANDBOX + "[admin]\ntoken = []\n" + INTEGRATION).startswith("admin.token:")
+    assert _error(SANDBOX + "[admin]\nport = 0\n" + INTEGRATION).startswith("admin.port:")
+    real = _real().replace("[[integrations]]", "[admin]\n[[integrations]]", 1)
+    assert _error(real) == 'admin.token: must be set unless sendcloud.base_url is "sandbox"'
