@@ -219,7 +219,7 @@ class StoreSettings:
     #: seconds an order's history is kept (`[store] history_days`)
     history_retention: float = 7 * 86_400.0
     #: orders whose history `MemoryStore` keeps at most (the oldest go first); a file keeps all
-    history_max_orders: int = 100_000
+    history_max_orders: int = 10_000
 
 
 #: every setting at its default (frozen: one value serves every store that takes the defaults)
