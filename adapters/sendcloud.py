@@ -374,15 +374,19 @@ def _prices(order: Order) -> Iterator[tuple[str, Price]]:
 
 
 #: Quoted text in an error message may echo a submitted value: msgspec quotes the offending value
-#: in some messages (`Invalid enum value 'x'`), Sendcloud's error details sometimes do too.
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+#: in some messages (`Invalid enum value 'x'`), Sendcloud's error details sometimes do too. A
+#: single-quoted value may hold an apostrophe (`'Shaquille O'Neal'`): the quote goes on while
+#: the text after a closing quote runs on without a space to another quote.
+_QUOTED = re.compile(r"'[^']*'(?:[^'\s]*')*|\"[^\"]*\"")
+#: what may be a value even unquoted: an e-mail address, a phone-like run of 7+ digits
+_UNQUOTED = re.compile(r"[^\s@'\"]+@[^\s@'\"]+|\+?\d(?:[\d\s\-().]*\d){6,}")
 
 
 def scrub_quoted(text: str) -> str:
-    """`text` with every single- or double-quoted part replaced by `'…'`: the one scrubber for
-    error messages that may quote a value (orders carry personal data), used by `validate()`
-    and by the service's dead-letter log."""
-    return _QUOTED.sub("'…'", text)
+    """`text` with every single- or double-quoted part replaced by `'…'`, and e-mail addresses and
+    phone-like digit runs by `…`: the one scrubber for error messages that may echo a value
+    (orders carry personal data), used by `validate()`, the dead-letter log and the admin API."""
+    return _UNQUOTED.sub("…", _QUOTED.sub("'…'", text))
 
 
 class InvalidOrder(ValueError):

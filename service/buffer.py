@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from adapters.sendcloud import Order, encode_order, scrub_quoted
+from adapters.sendcloud import Order, encode_order
 from service.clock import Clock, SystemClock
 from service.deadletters import record_dead_letters
 from service.metrics import Metrics
@@ -97,10 +97,15 @@ class Lane:
     paused: bool = False
     task: asyncio.Task[None] | None = None
 
+    def holding(self, closing: bool) -> bool:
+        """Paused, and held: at shutdown a paused lane is still held when its store keeps its
+        orders, and flushed when it would lose them (`memory://`)."""
+        return self.paused and (self.store.durable or not closing)
+
     def due(self, now: float, wall: float, closing: bool) -> str | None:
         """Why the lane should flush now (the trigger), or None. `now` is monotonic, `wall` POSIX."""
         pending = self.store.pending(self.integration_id)
-        if pending == 0 or now < self.not_before or self.paused:
+        if pending == 0 or now < self.not_before or self.holding(closing):
             return None
         if closing:
             return "shutdown"
@@ -124,7 +129,7 @@ class Lane:
             return trigger, 0.0
         if self.store.pending(self.integration_id) == 0:
             return None, None
-        if self.paused:
+        if self.holding(closing):
             return "paused", None
         if now < self.not_before:
             return "backoff", self.not_before - now
@@ -139,9 +144,10 @@ class Lane:
         seconds, why = min(waits)
         return why, max(0.0, seconds)
 
-    def wait_time(self, now: float, wall: float) -> float | None:
-        """Seconds until `due()` can change without a new order; None: only an order can."""
-        if self.store.pending(self.integration_id) == 0 or self.paused:
+    def wait_time(self, now: float, wall: float, closing: bool = False) -> float | None:
+        """Seconds until `due()` can change without a new order; None: only an order (or a
+        resume) can."""
+        if self.store.pending(self.integration_id) == 0 or self.holding(closing):
             return None
         if now < self.not_before:
             return self.not_before - now
@@ -304,26 +310,35 @@ class Buffer:
     def flush(self, integration_id: int | None = None, *, retry_now: bool = False) -> None:
         """Flush one lane, or every lane, now: debounce ignored, the rate limit kept, and the
         backoff too unless `retry_now` (e.g. after the credentials were fixed). A paused lane is
-        left alone (resuming it is the way to send); a lane that never had an order has nothing
-        to flush."""
+        left alone (resuming it is the way to send; with `retry_now` its backoff is cleared for
+        then); a lane that never had an order has nothing to flush; a closing buffer is flushing
+        everything already."""
+        if self._closing:
+            return
         if integration_id is None:
             lanes = list(self._lanes.values())
         else:
             lanes = [self._lanes[integration_id]] if integration_id in self._lanes else []
         for lane in lanes:
+            if retry_now:
+                lane.not_before = 0.0
             if lane.paused:
                 continue
             lane.flush_requested = True
-            if retry_now:
-                lane.not_before = 0.0
             lane.wake.set()
 
     async def pause(self, integration_id: int, paused: bool = True) -> None:
         """Hold a lane's orders (it keeps taking new ones) or, with `paused=False`, let it flush
-        again; the store keeps the choice across restarts. Raises `StoreUnavailable`."""
+        again — at once: a resumed lane's backoff is cleared (a 429's Retry-After still holds in
+        the rate limiter). The store keeps the choice across restarts. Raises `StoreUnavailable`,
+        or `BufferClosed` once shutdown began."""
+        if self._closing:
+            raise BufferClosed
         await self.store.set_paused(integration_id, paused)
         lane = self._lane(integration_id)
         lane.paused = paused
+        if not paused:
+            lane.not_before = 0.0
         lane.wake.set()
         _log.warning("lane.paused" if paused else "lane.resumed", integration_id=integration_id)
 
@@ -350,6 +365,9 @@ class Buffer:
         self._closing = True
         self._closed.set()
         for lane in self._lanes.values():
+            if lane.paused and not self.store.durable and self.store.pending(lane.integration_id):
+                # held by a person, but the memory store would lose its orders with the process
+                _log.warning("lane.paused_flushed_at_shutdown", integration_id=lane.integration_id)
             lane.wake.set()
         if self._housekeeping is not None:
             await asyncio.gather(self._housekeeping, return_exceptions=True)
@@ -386,10 +404,10 @@ class Buffer:
                     _log.exception("lane.error", integration_id=lane.integration_id)
                     lane.not_before = self.clock.monotonic() + self._backoff(lane.attempts + 1, None)
                 continue
-            if self._closing and (lane.paused or self.store.pending(lane.integration_id) == 0):
+            if self._closing and (lane.holding(True) or self.store.pending(lane.integration_id) == 0):
                 return
             lane.wake.clear()
-            await self.clock.wait(lane.wake, lane.wait_time(now, wall))
+            await self.clock.wait(lane.wake, lane.wait_time(now, wall, self._closing))
 
     async def _flush(self, lane: Lane, trigger: str) -> None:
         await self._sender.reserve()
@@ -409,13 +427,6 @@ class Buffer:
             order_ids=[entry.order_id for entry in batch.entries],
         )
         self._metrics.batch_size.observe(len(batch.entries))
-        at = self.clock.wall()
-        self.store.record_history(
-            [
-                HistoryEvent(lane.integration_id, e.order_id, at, "batched", batch_id=batch.id, attempt=batch.attempt)
-                for e in batch.entries
-            ]
-        )
         try:
             result = await self._sender.send([entry.order for entry in batch.entries], reserved=True)
         except Exception:  # a bug must not kill the lane or lose the batch
@@ -479,9 +490,10 @@ class Buffer:
 def answered(
     batch: Batch, result: SendResult, settlement: Settlement, letters: Sequence[DeadLetter], at: float
 ) -> list[HistoryEvent]:
-    """The history step of each order of `batch` after Sendcloud's answer; `letters` are the
-    settlement's dead letters as the store kept them (with their ids). No order content:
-    Sendcloud's detail may quote a value, so quoted parts are scrubbed."""
+    """The history step of each order of `batch` after Sendcloud's answer (one step per order and
+    batch: which batch, which attempt, and the answer); `letters` are the settlement's dead
+    letters as the store kept them (with their ids). No order content, and not Sendcloud's
+    detail either: it may echo a value (the dead letter keeps it, for as long as letters live)."""
     integration_id, batch_id, attempt = batch.integration_id, batch.id, batch.attempt
 
     def step(
@@ -516,7 +528,6 @@ def answered(
             "rejected",
             reason=letter.reason,
             pointer=letter.pointer,
-            detail=scrub_quoted(letter.detail)[:200],
             dead_letter_id=letter.id or None,
         )
         for letter in letters

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import gc
 import os
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -146,11 +147,22 @@ def _serve(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     state = app.state.order_bridge
 
+    admin: Any = None
+    if config.admin is not None:
+        try:
+            admin, admin_socket = _admin_server(state, args.admin_port)
+        except OSError as exc:
+            where = f"{config.admin.host}:{args.admin_port or config.admin.port}"
+            return _fail(f"the admin listener cannot listen on {where}: {exc.strerror or exc}")
+
     class Server(uvicorn.Server):
-        """uvicorn, but SIGTERM first turns readiness and new webhooks to 503 (DESIGN §8)."""
+        """uvicorn, but SIGTERM first turns readiness and new webhooks to 503 (DESIGN §8), and
+        the admin listener stops taking requests with it."""
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             state.begin_shutdown()
+            if admin is not None:
+                admin.should_exit = True
             super().handle_exit(sig, frame)
 
     server = Server(
@@ -167,7 +179,6 @@ def _serve(args: argparse.Namespace) -> int:
             proxy_headers=False,
         )
     )
-    admin = _admin_server(state, args.admin_port) if config.admin is not None else None
     # Everything built so far (modules, the app) lives as long as the process: move it out of
     # the garbage collector's sight, so a full collection walks only what requests create
     # (40 ms pauses at full load without this; docs/benchmarks.md).
@@ -179,7 +190,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     async def both() -> None:
         """The admin listener lives as long as the webhook server, which owns the signals."""
-        listening = asyncio.get_running_loop().create_task(admin.serve(), name="admin-listener")
+        listening = asyncio.get_running_loop().create_task(admin.serve(sockets=[admin_socket]), name="admin")
         try:
             await server.serve()
         finally:
@@ -191,9 +202,10 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admin_server(state: Any, port: int | None) -> Any:
-    """The admin listener's uvicorn server (`[admin]`, DESIGN §9): it leaves the signals to the
-    webhook server, and stops when that one has."""
+def _admin_server(state: Any, port: int | None) -> tuple[Any, socket.socket]:
+    """The admin listener's uvicorn server (`[admin]`, DESIGN §9) and its socket, bound now so
+    a port in use stops start-up before any webhook is taken (OSError). It leaves the signals
+    to the webhook server, and stops with it."""
     import uvicorn
 
     from service.admin import create_admin_app
@@ -207,15 +219,27 @@ def _admin_server(state: Any, port: int | None) -> Any:
             yield
 
     host, port = admin_config.host, port or admin_config.port
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+    except OSError:
+        listening.close()
+        raise
     tokens = app.state.admin_tokens
     if admin_config.token == "" and state.config.sendcloud.is_sandbox:
         # The sandbox's made-up token, for the person who ran `make run` (never logged).
         sys.stderr.write(f"order-bridge: admin console on http://{host}:{port}/  token: {tokens.generated}\n")
-    return AdminServer(
-        uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, lifespan="off", server_header=False
-        )
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        # no proxy in front of it: an X-Forwarded-Proto from 127.0.0.1 must not change the scheme
+        proxy_headers=False,
     )
+    return AdminServer(config), listening
 
 
 def _translate(args: argparse.Namespace) -> int:

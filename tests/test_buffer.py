@@ -615,7 +615,7 @@ async def test_a_paused_lane_holds_its_orders_at_shutdown(tmp_path: Path) -> Non
 
 @pytest.mark.anyio
 async def test_each_order_history_follows_it_to_sendclouds_answer(new_store: StoreFactory) -> None:
-    """Received, batched, retried (with the cause), batched again, accepted (with Sendcloud's id)."""
+    """Received, retried (with the cause) in one batch, accepted (with Sendcloud's id) in the next."""
     sender = ScriptedSender(SendResult(SendOutcome.RETRY, 503, "503"))
     buffer, store, _, clock = await make_buffer(new_store, sender)
     await buffer.add(7, "shopify", order("a"), delivery_id="d-1", topic="orders/create")
@@ -623,9 +623,7 @@ async def test_each_order_history_follows_it_to_sendclouds_answer(new_store: Sto
     steps = await store.history(7, order_id="a")
     assert [(s.event, s.attempt, s.detail) for s in steps] == [
         ("received", None, None),
-        ("batched", 1, None),
         ("retried", 1, "503"),
-        ("batched", 2, None),
         ("accepted", 2, None),
     ]
     assert (steps[0].outcome, steps[0].delivery_id, steps[0].topic, steps[0].order_number) == (
@@ -634,5 +632,22 @@ async def test_each_order_history_follows_it_to_sendclouds_answer(new_store: Sto
         "orders/create",
         "#1001",
     )
-    assert steps[-1].sendcloud_id is not None and steps[1].batch_id != steps[3].batch_id
+    assert steps[-1].sendcloud_id is not None and steps[1].batch_id != steps[2].batch_id
     await buffer.close(1)
+
+
+@pytest.mark.anyio
+async def test_a_paused_lane_is_flushed_at_shutdown_when_its_store_would_forget() -> None:
+    """With `memory://` nothing outlives the process: a paused lane's orders go at shutdown
+    (logged) rather than vanish; with a file they stay held (the test above)."""
+    sender = ScriptedSender()
+    store = MemoryStore()
+    buffer = Buffer(BufferSettings(), sender, store, Metrics(), clock=FakeClock())
+    await buffer.pause(7)
+    await buffer.add(7, "shopify", order("a"))
+    with capture_logs() as logs:
+        assert await buffer.close(5) == 0
+    assert len(sender.batches) == 1 and store.unsettled() == 0
+    assert [e["integration_id"] for e in logs if e["event"] == "lane.paused_flushed_at_shutdown"] == [7]
+    with pytest.raises(BufferClosed):
+        await buffer.pause(7, False)  # nothing changes once shutdown began

@@ -610,3 +610,38 @@ async def test_sqlite_file_keeps_what_the_admin_api_changed(tmp_path: Path) -> N
         assert again.dead_letters()[-1].id == 4
     finally:
         await again.close()
+
+
+@pytest.mark.anyio
+async def test_a_replayed_letter_leaves_with_its_orders_arrival(new_store: StoreFactory) -> None:
+    """`Arrival.replay_of`: the letter goes in the same commit as the order's arrival, whatever
+    its outcome (buffered, or stale: a newer version went already), and the ledger counts it."""
+    store = await new_store()
+    await store.add_dead_letters([DeadLetter(7, "shopify", "a", "sendcloud_rejected", "x") for _ in range(2)])
+    assert await store.add(arrival("a", 5)._replace(replay_of=1)) is AddResult.BUFFERED
+    assert await store.add(arrival("a", 1)._replace(replay_of=2)) is AddResult.STALE
+    assert store.dead_letters() == [] and store.ledger().replayed == 2 and store.ledger().balanced
+    assert [s.event for s in await store.history(7, order_id="a")] == ["replayed", "replayed"]
+
+
+@pytest.mark.anyio
+async def test_sqlite_replay_is_one_commit(tmp_path: Path) -> None:
+    """A commit that fails leaves both the letter and the lane as they were; one that succeeds
+    is in the file after a restart."""
+    path = tmp_path / "state.db"
+    store = SqliteStore.open(path)
+    await store.add_dead_letters([DeadLetter(7, "shopify", "a", "sendcloud_rejected", "x")])
+    blocker = sqlite3.connect(path, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")  # the next commit cannot take the file
+    with pytest.raises(StoreUnavailable):
+        await store.add(arrival("a", 5)._replace(replay_of=1))
+    blocker.rollback()
+    blocker.close()
+    assert [d.id for d in store.dead_letters()] == [1] and store.pending(7) == 0
+    assert await store.add(arrival("a", 5)._replace(replay_of=1)) is AddResult.BUFFERED
+    await store.close()
+    again = SqliteStore.open(path)
+    try:
+        assert again.dead_letters() == [] and again.pending(7) == 1 and again.ledger().replayed == 1
+    finally:
+        await again.close()

@@ -22,11 +22,12 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.admin.api import api_routes, error
 from service.admin.auth import authenticated
 from service.admin.console import console_routes
+from service.admin.replay import InProgress
 from service.app import AppState
 
 __all__ = ["AdminTokens", "create_admin_app"]
@@ -60,11 +61,16 @@ class _RequireToken:
         self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(_OPEN):
+        if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "http" and scope["path"].startswith(_OPEN):
+            await self.app(scope, receive, _with_page_headers(send))
+            return
+        if scope["type"] != "http":  # no websockets here
+            return
         if authenticated(HTTPConnection(scope), self.tokens.current()):
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _with_page_headers(send))
             return
         if scope["path"].startswith("/api/"):
             response: Response = error(401, "unauthorized", "Unauthorized.")
@@ -72,6 +78,26 @@ class _RequireToken:
         else:
             response = RedirectResponse("/login", status_code=303)
         await response(scope, receive, send)
+
+
+#: every answer: no framing (a page on another local port is same-site and could frame the
+#: console to trick a click), nothing loaded from elsewhere, no sniffing, no referrer
+_PAGE_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+
+
+def _with_page_headers(send: Send) -> Send:
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), *_PAGE_HEADERS]
+        await send(message)
+
+    return sending
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -86,5 +112,6 @@ def create_admin_app(state: AppState) -> Starlette:
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.order_bridge = state
     app.state.admin_tokens = tokens
+    app.state.admin_busy = InProgress()
     app.add_middleware(_RequireToken, tokens=tokens)
     return app

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.admin.replay import NotReplayable, ReplayResult, discard, replay
+from service.admin.replay import InProgress, NotReplayable, ReplayResult, discard, replay
 from service.admin.views import LaneView, LetterView, StepView, lane_view, letter_view, step_view
 from service.app import AppState
 from service.buffer import BufferClosed, BufferFull
@@ -63,6 +63,8 @@ def _answers_unavailable(endpoint: Endpoint) -> Endpoint:
 
     @functools.wraps(endpoint)
     async def wrapped(request: Request) -> Response:
+        if request.method != "GET" and _state(request).shutting_down:
+            return error(503, "shutting_down", "The service is shutting down; retry after it restarted.")
         try:
             return await endpoint(request)
         except BadParameter as exc:
@@ -88,7 +90,7 @@ class Filter(msgspec.Struct, frozen=True):
 
 
 def _integer(name: str, text: str, low: int, high: int) -> int:
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+    if not (text.isascii() and text.isdigit() and len(text) <= 19) or not low <= int(text) <= high:
         raise BadParameter(name, f"expected a whole number from {low} to {high}")
     return int(text)
 
@@ -188,16 +190,22 @@ async def list_dead_letters(request: Request) -> Response:
     )
 
 
+def _busy(request: Request) -> InProgress:
+    busy: InProgress = request.app.state.admin_busy
+    return busy
+
+
+_GONE = "No such dead letter (replayed, discarded or expired?)."
+
+
 @_answers_unavailable
 async def replay_one(request: Request) -> Response:
-    state = _state(request)
-    letter = state.store.dead_letter(_path_int(request, "letter_id"))
-    if letter is None:
-        return error(404, "not_found", "No such dead letter (replayed, discarded or expired?).")
     try:
-        result = await replay(state, letter)
+        result = await replay(_state(request), _path_int(request, "letter_id"), _busy(request))
     except NotReplayable as exc:
         return error(409, exc.code, exc.detail)
+    if result is None:
+        return error(404, "not_found", _GONE)
     return json_response(200, result)
 
 
@@ -219,33 +227,48 @@ async def replay_many(request: Request) -> Response:
     text = {k: str(v) for k, v in msgspec.structs.asdict(wanted).items() if v is not None}
     chosen = parse_filter(text)
     letters = state.store.dead_letters(chosen.integration_id, MAX_BULK + 1, reason=chosen.reason, since=chosen.since)
-    counts = {"buffered": 0, "coalesced": 0, "stale": 0, "failed": 0, "not_replayable": 0}
-    results: list[ReplayResult] = []
+    counts = {"buffered": 0, "coalesced": 0, "stale": 0, "failed": 0, "not_replayable": 0, "gone": 0}
+    results: list[ReplayResult | dict[str, object]] = []
     stopped: str | None = None
     for letter in letters[:MAX_BULK]:
         try:
-            result = await replay(state, letter)
-        except NotReplayable:
+            result = await replay(state, letter.id, _busy(request))
+        except NotReplayable as exc:
             counts["not_replayable"] += 1
+            results.append({"id": letter.id, "status": "not_replayable", "reason": exc.code})
             continue
         except (StoreUnavailable, BufferFull, BufferClosed) as exc:
             # what was replayed so far stays replayed; the rest are still dead letters
-            stopped = type(exc).__name__
+            stopped = _STOP_CODES[type(exc)]
             break
+        if result is None:  # discarded or replayed by another request meanwhile
+            counts["gone"] += 1
+            continue
         counts[result.status] += 1
         results.append(result)
     matched = min(len(letters), MAX_BULK)
-    _log.info("deadletter.bulk_replay", matched=matched, stopped=stopped, **counts)
-    report = {"matched": matched, "more": len(letters) > MAX_BULK, "stopped": stopped, **counts, "results": results}
-    return json_response(200, report)
+    tried = len(results) + counts["gone"]
+    _log.info("deadletter.bulk_replay", matched=matched, tried=tried, stopped=stopped, **counts)
+    report = {"matched": matched, "tried": tried, "more": len(letters) > MAX_BULK, "stopped": stopped}
+    return json_response(200, {**report, **counts, "results": results})
+
+
+_STOP_CODES: dict[type[Exception], str] = {
+    StoreUnavailable: "store_unavailable",
+    BufferFull: "buffer_full",
+    BufferClosed: "shutting_down",
+}
 
 
 @_answers_unavailable
 async def discard_one(request: Request) -> Response:
     letter_id = _path_int(request, "letter_id")
-    letter = await discard(_state(request), letter_id)
+    try:
+        letter = await discard(_state(request), letter_id, _busy(request))
+    except NotReplayable as exc:
+        return error(409, exc.code, exc.detail)
     if letter is None:
-        return error(404, "not_found", "No such dead letter (replayed, discarded or expired?).")
+        return error(404, "not_found", _GONE)
     return json_response(200, {"id": letter_id, "status": "discarded"})
 
 
@@ -433,7 +456,10 @@ def openapi_document() -> bytes:
                     "responses": {
                         "200": answer("What happened to it.", replayed),
                         "404": answer("No such dead letter."),
-                        "409": answer("Not replayable: `unknown_integration` or `nothing_to_replay`."),
+                        "409": answer(
+                            "Not replayable: `unknown_integration`, `nothing_to_replay`, or `in_progress` "
+                            "(another request is replaying or discarding it)."
+                        ),
                     }
                     | refused,
                 }

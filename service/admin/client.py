@@ -26,7 +26,9 @@ def add_parser(commands: Any) -> None:
     """The `admin` command and its subcommands, on the CLI's subparsers."""
     admin = commands.add_parser("admin", help="the admin API: lanes, dead letters, replay, an order's history")
     admin.add_argument("--url", help=f"the admin listener (default: $ORDER_BRIDGE_ADMIN_URL or {DEFAULT_URL})")
-    admin.add_argument("--token", help="admin token (default: $ORDER_BRIDGE_ADMIN_TOKEN)")
+    admin.add_argument(
+        "--token", help="admin token (default: $ORDER_BRIDGE_ADMIN_TOKEN; prefer it: a flag shows in `ps`)"
+    )
     sub = admin.add_subparsers(dest="admin_command", required=True)
     sub.add_parser("lanes", help="every lane: pending, in flight, next flush, paused")
     letters = sub.add_parser("dead-letters", help="dead letters, oldest first")

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from service.admin.api import DEFAULT_PAGE, BadParameter, lanes, order_record, parse_filter
-from service.admin.auth import COOKIE, token_matches
+from service.admin.auth import COOKIE, console_cookie, token_matches
 from service.admin.views import StepView, letter_view
 from service.app import AppState
 
@@ -48,6 +48,8 @@ def step_facts(step: StepView) -> list[str]:
 _TEMPLATES.env.filters["facts"] = step_facts
 #: the console's cookie lives as long as a working day
 _COOKIE_SECONDS = 12 * 3600
+#: the login form holds one token
+_MAX_LOGIN_BODY = 4096
 
 
 def _state(request: Request) -> AppState:
@@ -68,7 +70,8 @@ async def dead_letters_page(request: Request) -> Response:
     params = request.query_params
     try:
         chosen = parse_filter(params)
-        after = int(params["cursor"]) if params.get("cursor", "").isdigit() else 0
+        cursor = params.get("cursor", "")
+        after = int(cursor) if cursor.isascii() and cursor.isdigit() and len(cursor) <= 19 else 0
     except BadParameter as exc:
         return _page(request, "dead_letters.html", 400, problem=str(exc), letters=[], reasons=[], page="dead")
     letters = state.store.dead_letters(
@@ -96,7 +99,7 @@ async def order_page(request: Request) -> Response:
     context: dict[str, Any] = {"integrations": sorted(state.integrations), "q": key, "page": "orders"}
     if not key and not raw_id:
         return _page(request, "order.html", record=None, **context)
-    if not (raw_id.isascii() and raw_id.isdigit()) or not key:
+    if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 19) or not key:
         return _page(request, "order.html", 400, record=None, problem="Choose an integration and an order.", **context)
     context["integration_id"] = int(raw_id)
     record = await order_record(state, int(raw_id), key)
@@ -110,14 +113,19 @@ def console_routes(tokens: AdminTokens) -> list[Route]:
     async def login(request: Request) -> Response:
         if request.method == "GET":
             return _page(request, "login.html", page="login")
-        form = parse_qs((await request.body()).decode(errors="replace"))
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > _MAX_LOGIN_BODY:
+                return _page(request, "login.html", 413, problem="That form is too large.", page="login")
+        form = parse_qs(body.decode(errors="replace"))
         given = (form.get("token") or [""])[0].strip()
         if not given or not token_matches(given, tokens.current()):
             return _page(request, "login.html", 401, problem="That token is not valid.", page="login")
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
             COOKIE,
-            given,
+            console_cookie(given),
             max_age=_COOKIE_SECONDS,
             httponly=True,
             samesite="strict",

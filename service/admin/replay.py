@@ -6,13 +6,16 @@ the webhook body: a replay translates it again with *today's* config and adapter
 added to the config (SIGHUP) or a fixed adapter rescues the order. A letter Sendcloud refused
 keeps the order as it was sent: a replay puts that order back in its lane (after the cause was
 fixed on Sendcloud's side). Either way the order goes through `Buffer.add` like any webhook — a
-newer version already sent makes it stale, a pending one is coalesced — and only then does the
-letter leave the store, so a crash between the two leaves the letter to replay again, harmlessly.
-A replay that fails again keeps the letter, one attempt more.
+newer version already sent makes it stale, a pending one is coalesced — and the letter leaves the
+store in the same commit as the order's arrival (`Arrival.replay_of`): both happen or neither.
+A replay that fails again keeps the letter, one attempt more. A letter being replayed or
+discarded is not taken by a second request at the same time (`InProgress`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Literal
 
 import msgspec
@@ -24,7 +27,7 @@ from service.admin.views import shown_detail
 from service.app import AppState
 from service.store import AddResult, DeadLetter, HistoryEvent
 
-__all__ = ["NotReplayable", "ReplayResult", "discard", "replay"]
+__all__ = ["InProgress", "NotReplayable", "ReplayResult", "discard", "replay"]
 
 _log = structlog.get_logger("order_bridge.admin")
 _ORDER = msgspec.json.Decoder(Order)
@@ -50,28 +53,52 @@ class ReplayResult(msgspec.Struct, frozen=True, omit_defaults=True):
     attempts: int | None = None
 
 
-async def replay(state: AppState, letter: DeadLetter) -> ReplayResult:
-    """Replay one letter. Raises `NotReplayable`, or what `Buffer.add` raises (`BufferFull`,
-    `BufferClosed`, `StoreUnavailable`: answered 503, the letter untouched)."""
-    integration = state.integrations.get(letter.integration_id)
-    if integration is None or integration.config.platform != letter.platform:
-        raise NotReplayable("unknown_integration", "The letter's integration is no longer configured.")
-    at = state.buffer.clock.wall()
-    if letter.order is not None:
+class InProgress:
+    """Dead letters being replayed or discarded right now: a second request for one of them is
+    refused (409 `in_progress`) instead of racing the first."""
+
+    def __init__(self) -> None:
+        self._ids: set[int] = set()
+
+    @contextlib.contextmanager
+    def holding(self, letter_id: int) -> Iterator[None]:
+        if letter_id in self._ids:
+            raise NotReplayable("in_progress", "The letter is being replayed or discarded by another request.")
+        self._ids.add(letter_id)
         try:
-            order = _ORDER.decode(letter.order.json)
-        except msgspec.ValidationError as exc:
-            return await _failed(state, letter, "invalid_order", shown_detail(str(exc)), at)
-    else:
-        body = await state.store.dead_letter_webhook(letter.id)
-        if body is None:
-            raise NotReplayable("nothing_to_replay", "The letter keeps neither an order nor its webhook body.")
-        try:
-            order = integration.adapter.translate(body, letter.integration_id)
-        except TranslationError as exc:
-            return await _failed(state, letter, str(exc.reason), exc.detail, at)
-    added = await state.buffer.add(letter.integration_id, letter.platform, order, received_at=at, replay_of=letter.id)
-    await state.store.resolve_dead_letter(letter.id, "replayed")
+            yield
+        finally:
+            self._ids.discard(letter_id)
+
+
+async def replay(state: AppState, letter_id: int, busy: InProgress) -> ReplayResult | None:
+    """Replay one letter; None when there is no such letter (any more). Raises `NotReplayable`,
+    or what `Buffer.add` raises (`BufferFull`, `BufferClosed`, `StoreUnavailable`: answered 503;
+    the order and the letter are then as they were — the letter leaves in the order's commit)."""
+    with busy.holding(letter_id):
+        letter = state.store.dead_letter(letter_id)
+        if letter is None:
+            return None
+        integration = state.integrations.get(letter.integration_id)
+        if integration is None or integration.config.platform != letter.platform:
+            raise NotReplayable("unknown_integration", "The letter's integration is no longer configured.")
+        at = state.buffer.clock.wall()
+        if letter.order is not None:
+            try:
+                order = _ORDER.decode(letter.order.json)
+            except msgspec.ValidationError as exc:
+                return await _failed(state, letter, "invalid_order", shown_detail(str(exc)), at)
+        else:
+            body = await state.store.dead_letter_webhook(letter.id)
+            if body is None:
+                raise NotReplayable("nothing_to_replay", "The letter keeps neither an order nor its webhook body.")
+            try:
+                order = integration.adapter.translate(body, letter.integration_id)
+            except TranslationError as exc:
+                return await _failed(state, letter, str(exc.reason), exc.detail, at)
+        added = await state.buffer.add(
+            letter.integration_id, letter.platform, order, received_at=at, replay_of=letter.id
+        )
     status: Literal["buffered", "coalesced", "stale"] = (
         "stale" if added is AddResult.STALE else "coalesced" if added is AddResult.COALESCED else "buffered"
     )
@@ -107,9 +134,10 @@ async def _failed(state: AppState, letter: DeadLetter, reason: str, detail: str,
     return ReplayResult(letter.id, "failed", letter.order_id, reason, shown_detail(detail), attempts)
 
 
-async def discard(state: AppState, letter_id: int) -> DeadLetter | None:
+async def discard(state: AppState, letter_id: int, busy: InProgress) -> DeadLetter | None:
     """Delete a letter for good (its order and webhook body with it); None if there is none."""
-    letter = await state.store.resolve_dead_letter(letter_id, "discarded")
+    with busy.holding(letter_id):
+        letter = await state.store.resolve_dead_letter(letter_id, "discarded")
     if letter is None:
         return None
     _log.warning(

@@ -35,7 +35,7 @@ class LaneView(msgspec.Struct, frozen=True):
     in_flight: int
     #: seconds the oldest unsettled order has waited
     oldest_age_seconds: float | None
-    #: debounce, max_wait, size, demand, backoff, paused, shutdown — or None with nothing pending
+    #: debounce, max_wait, size, demand, backoff, paused — or None with nothing pending
     next_flush: str | None
     next_flush_in_seconds: float | None
     #: failed attempts in a row (Sendcloud errors); the backoff left before the next one

@@ -254,7 +254,8 @@ class HistoryEvent(msgspec.Struct, frozen=True, omit_defaults=True):
     order_id: str
     #: wall-clock POSIX seconds
     at: float
-    #: received, batched, accepted, rejected, retried, dead_lettered, replayed, replay_failed, discarded
+    #: received, replayed (a dead letter back in its lane), accepted, rejected or retried (Sendcloud's
+    #: answer to the batch `batch_id`, attempt `attempt`), replay_failed, discarded
     event: str
     order_number: str | None = None
     #: for `received`: buffered, coalesced, stale or duplicate
@@ -279,9 +280,14 @@ Resolution = Literal["replayed", "discarded"]
 class Store(Protocol):
     """Everything the buffer keeps. Called from one event loop; writes may await a commit."""
 
+    #: True when what the store holds outlives the process (a paused lane is then held at
+    #: shutdown; with a store that forgets, it is flushed instead)
+    durable: bool
+
     async def add(self, arrival: Arrival) -> AddResult:
         """Number the version and keep it, unless it is stale; the ledger counts it. The
-        arrival's delivery id is remembered for dedupe either way."""
+        arrival's delivery id is remembered for dedupe either way, and the dead letter it
+        replays (`replay_of`) leaves in the same commit, whatever the outcome."""
         ...
 
     async def take(self, integration_id: int, limit: int, *, batch_id: str, attempt: int) -> Batch | None:

@@ -63,6 +63,8 @@ class _Lane:
 class MemoryStore:
     """`Store` in memory. Not thread-safe; the buffer calls it from one event loop."""
 
+    durable = False
+
     def __init__(
         self,
         settings: StoreSettings = DEFAULT_SETTINGS,
@@ -103,6 +105,8 @@ class MemoryStore:
             )
         self._seq += 1
         result = self._add(lane, arrival, self._seq, digest(arrival.order.json))
+        if arrival.replay_of is not None and self._letters.pop(arrival.replay_of, None) is not None:
+            self._replayed += 1  # the letter goes with the order's arrival, whatever its outcome
         self.record_history([received(arrival, result)])
         return result
 

@@ -494,6 +494,8 @@ class _Writer:
 class SqliteStore:
     """`Store` in a SQLite file. Open with `SqliteStore.open(path)`; close with `await close()`."""
 
+    durable = True
+
     def __init__(
         self,
         path: Path,
@@ -664,10 +666,17 @@ class SqliteStore:
         lane = self._mem._lane(arrival.integration_id)
         order_id = arrival.order.order_id
         replaced = lane.pending.get(order_id)
+        # a replayed dead letter leaves the file in the same commit as the order's arrival
+        letter = arrival.replay_of
+        resolved: list[Op] = (
+            [(_DELETE_LETTER, (letter,))] if letter is not None and letter in self._mem._letters else []
+        )
         result = await self._mem.add(arrival)
         delivery = self._delivery_ops(arrival.integration_id, arrival.delivery_id, arrival.received_at)
         if result is AddResult.STALE:
-            if delivery:
+            if resolved:
+                await self._commit(resolved + delivery)
+            elif delivery:
                 self._write_later(delivery)
             return result
         entry = lane.pending[order_id]
@@ -681,7 +690,7 @@ class SqliteStore:
             )
             ops = [(_REPLACE_VERSION, values)]
         lane.pending[order_id] = _bodiless(entry)
-        await self._commit(ops + delivery)
+        await self._commit(ops + delivery + resolved)
         return result
 
     def _delivery_ops(self, integration_id: int, delivery_id: str | None, now: float) -> list[Op]:
@@ -791,14 +800,25 @@ class SqliteStore:
         def read() -> list[HistoryEvent]:
             reader = connect(self.path, read_only=True)
             try:
-                rows = reader.execute(
-                    "SELECT event FROM history WHERE integration_id = ? AND (order_id = ? OR order_id IN "
-                    "(SELECT order_id FROM history WHERE integration_id = ? AND order_number = ?)) ORDER BY id",
-                    (integration_id, order_id, integration_id, order_number),
-                ).fetchall()
+                ids = {order_id} if order_id is not None else set()
+                if order_number is not None:  # each lookup through its own index
+                    ids.update(
+                        row[0]
+                        for row in reader.execute(
+                            "SELECT DISTINCT order_id FROM history WHERE integration_id = ? AND order_number = ?",
+                            (integration_id, order_number),
+                        )
+                    )
+                rows = [
+                    row
+                    for one in sorted(ids)
+                    for row in reader.execute(
+                        "SELECT id, event FROM history WHERE integration_id = ? AND order_id = ?", (integration_id, one)
+                    )
+                ]
             finally:
                 reader.close()
-            return [_HISTORY_DECODER.decode(row[0]) for row in rows]
+            return [_HISTORY_DECODER.decode(event) for _, event in sorted(rows)]
 
         return await asyncio.to_thread(read)
 

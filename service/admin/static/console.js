@@ -44,7 +44,8 @@ async function refreshLanes(table) {
     const data = await call(table.dataset.refresh, "GET");
     for (const lane of data.lanes) {
       const row = table.querySelector('tr[data-integration="' + lane.integration_id + '"]');
-      if (row) renderLane(row, lane);
+      if (!row) { window.location.reload(); return; }  // a lane appeared: render the page anew
+      renderLane(row, lane);
     }
   } catch (error) {
     say("Could not refresh: " + error.message, true);
