@@ -39,6 +39,7 @@ from service.store import (
     Arrival,
     Batch,
     DeadLetter,
+    Entry,
     HistoryEvent,
     Ledger,
     Settlement,
@@ -493,45 +494,32 @@ def answered(
     """The history step of each order of `batch` after Sendcloud's answer (one step per order and
     batch: which batch, which attempt, and the answer); `letters` are the settlement's dead
     letters as the store kept them (with their ids). No order content, and not Sendcloud's
-    detail either: it may echo a value (the dead letter keeps it, for as long as letters live)."""
-    integration_id, batch_id, attempt = batch.integration_id, batch.id, batch.attempt
-
-    def step(
-        order_id: str,
-        event: str,
-        *,
-        sendcloud_id: str | None = None,
-        reason: str | None = None,
-        pointer: str | None = None,
-        detail: str | None = None,
-        dead_letter_id: int | None = None,
-    ) -> HistoryEvent:
-        return HistoryEvent(
-            *(integration_id, order_id, at, event),
-            batch_id=batch_id,
-            attempt=attempt,
-            sendcloud_id=sendcloud_id,
-            reason=reason,
-            pointer=pointer,
-            detail=detail,
-            dead_letter_id=dead_letter_id,
-        )
-
+    detail either: it may echo a value (the dead letter keeps it, for as long as letters live).
+    Positional arguments, in `HistoryEvent`'s field order: a batch makes 100 of these."""
+    iid, batch_id, attempt = batch.integration_id, batch.id, batch.attempt
     accepted = result.accepted
     steps = [
-        step(e.order_id, "accepted", sendcloud_id=str(accepted[e.order_id]) if e.order_id in accepted else None)
+        HistoryEvent(iid, e.order_id, at, "accepted", None, None, None, None, batch_id, attempt, _text(accepted, e))
         for e in settlement.sent
     ]
-    steps += [
-        step(
-            letter.order_id or "",
-            "rejected",
-            reason=letter.reason,
-            pointer=letter.pointer,
-            dead_letter_id=letter.id or None,
+    for letter in letters:
+        order_id, pointer, letter_id = letter.order_id or "", letter.pointer, letter.id or None
+        steps.append(
+            HistoryEvent(
+                *(iid, order_id, at, "rejected", None, None, None, None, batch_id, attempt, None, letter.reason),
+                pointer=pointer,
+                dead_letter_id=letter_id,
+            )
         )
-        for letter in letters
-    ]
     cause = result.cause or str(result.outcome)
-    steps += [step(e.order_id, "retried", detail=cause) for e in settlement.retry]
+    steps += [
+        HistoryEvent(iid, e.order_id, at, "retried", None, None, None, None, batch_id, attempt, detail=cause)
+        for e in settlement.retry
+    ]
     return steps
+
+
+def _text(accepted: dict[str, int | str], entry: Entry) -> str | None:
+    """Sendcloud's id for the entry's order, as text (None when the answer did not name it)."""
+    found = accepted.get(entry.order_id)
+    return None if found is None else str(found)

@@ -246,9 +246,11 @@ class Ledger:
         return self.accepted == self.sent + self.superseded + self.dead_lettered + self.pending
 
 
-class HistoryEvent(msgspec.Struct, frozen=True, omit_defaults=True):
+class HistoryEvent(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """One step in an order's history (`GET /api/orders/…`): ids, times and outcomes only —
-    never the order's content (names, addresses, emails, phones)."""
+    never the order's content (names, addresses, emails, phones). Untracked by the garbage
+    collector (`gc=False`: it holds only strings and numbers), so thousands of kept histories
+    add nothing to a collection's walk."""
 
     integration_id: int
     order_id: str

@@ -84,8 +84,9 @@ class MemoryStore:
         self._accepted = self._sent = self._superseded = self._dead_lettered = 0
         self._replayed = self._discarded = 0
         self._paused: set[int] = set()
-        #: (integration id, order id) → its history, the least recently changed order first
-        self._history: OrderedDict[tuple[int, str], list[HistoryEvent]] = OrderedDict()
+        #: (integration id, order id) → its history, the least recently changed order first (tuples
+        #: of untracked Structs: the garbage collector stops tracking them)
+        self._history: OrderedDict[tuple[int, str], tuple[HistoryEvent, ...]] = OrderedDict()
         #: (integration id, order number) → order ids
         self._numbers: dict[tuple[int, str], set[str]] = {}
 
@@ -244,16 +245,16 @@ class MemoryStore:
             key = (event.integration_id, event.order_id)
             steps = history.get(key)
             if steps is None:
-                steps = history[key] = []
+                history[key] = (event,)
                 if len(history) > self.settings.history_max_orders:
                     self._forget(*history.popitem(last=False))
             else:
+                history[key] = (*steps, event)
                 history.move_to_end(key)
-            steps.append(event)
             if event.order_number is not None:
                 self._numbers.setdefault((event.integration_id, event.order_number), set()).add(event.order_id)
 
-    def _forget(self, key: tuple[int, str], steps: list[HistoryEvent]) -> None:
+    def _forget(self, key: tuple[int, str], steps: tuple[HistoryEvent, ...]) -> None:
         for number in {step.order_number for step in steps if step.order_number is not None}:
             ids = self._numbers.get((key[0], number))
             if ids is not None:
@@ -265,9 +266,9 @@ class MemoryStore:
         cutoff = now - self.settings.history_retention
         for key in [key for key, steps in self._history.items() if steps[-1].at < cutoff]:
             self._forget(key, self._history.pop(key))
-        for steps in self._history.values():
+        for key, steps in self._history.items():
             if steps[0].at < cutoff:
-                steps[:] = [step for step in steps if step.at >= cutoff]
+                self._history[key] = tuple(step for step in steps if step.at >= cutoff)
 
     async def history(
         self, integration_id: int, *, order_id: str | None = None, order_number: str | None = None
