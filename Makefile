@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint browser bench soak lock clean
+.PHONY: run test lint browser postgres bench soak lock clean
 
 # Installs are locked: requirements-dev.lock pins (with hashes) everything `make run`, `make test`
 # and the build of the project itself need, so a fresh clone tests against the versions CI was
@@ -29,9 +29,15 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # The browser tests of the admin console drive Debian's chromium package through Playwright
-# (`make browser`); Playwright's own browser downloads are never used.
-test: lint browser
+# (`make browser`); Playwright's own browser downloads are never used. The PostgreSQL tests start
+# a server of their own from the machine's binaries (`make postgres`).
+test: lint browser postgres
 	$(BIN)/pytest
+
+# PostgreSQL's server binaries (initdb, pg_ctl) from Debian for the tests, installed when missing
+# (needs root for apt-get); tests/postgres.py starts its own server with them, as user postgres.
+postgres:
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql)
 
 # Chromium from Debian for the Playwright tests, installed when missing (needs root for apt-get).
 browser:

@@ -16,6 +16,7 @@ import uvicorn
 from hypothesis import settings
 
 from service.logging import configure_logging
+from tests.postgres import pg_dsn, postgres  # noqa: F401 (fixtures: a real PostgreSQL server, a database per test)
 from tests.stores import new_store  # noqa: F401 (the fixture: every test that asks runs on each store)
 
 # Property tests explore new examples locally; in CI (CI=true) they replay a fixed sequence, so a

@@ -1,0 +1,137 @@
+"""Electing one flusher per Sendcloud account among replicas on PostgreSQL (issue 12 groundwork).
+
+Sendcloud's rate limit is per account, so exactly one replica may send for an account: the one
+holding its **lease** — a row with the holder, an expiry and a **generation** that grows by one
+every time the lease changes hands. The generation is the fencing token: every state change a
+flusher makes runs `fence()` in its own transaction first, which locks the lease row (`FOR
+SHARE`) and checks that the flusher still holds it at its generation; a paused old leader whose
+lease was taken over fails that check and changes nothing, and a takeover waits for a fenced
+transaction in progress to commit. Correctness rests on the generation; time only decides when
+a lease may be taken: a replica takes an expired lease (or renews its own) with `acquire()`,
+and renews it by heartbeat with `renew()`. `release()` gives it up at shutdown so another
+replica takes over at once.
+
+Times are wall-clock POSIX seconds passed in by the caller (its `service.clock.Clock`), so the
+rules are testable without sleeping; replicas' clocks must agree to well within the lease
+(`ttl`, 10 s by default) — NTP does — or a lease is taken late or early, never by two at once
+for a state change (the generation decides).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["SCHEMA", "Lease", "LostLease", "account_key", "acquire", "fence", "release", "renew"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS flusher_leases (
+    account TEXT PRIMARY KEY,              -- account_key(): a hash of the Sendcloud public key
+    holder TEXT NOT NULL,                  -- the replica holding it
+    generation BIGINT NOT NULL,            -- +1 each time it changes hands: the fencing token
+    expires_at DOUBLE PRECISION NOT NULL   -- POSIX seconds
+)
+"""
+
+
+class Connection(Protocol):
+    """What of an asyncpg connection this module uses."""
+
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
+
+
+class LostLease(Exception):
+    """The lease is no longer this holder's (expired, or taken over at a newer generation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    account: str
+    holder: str
+    generation: int
+    expires_at: float
+
+
+def account_key(public_key: str) -> str:
+    """The lease key of a Sendcloud account: a hash of its public key (the key itself is not
+    written to the database)."""
+    return hashlib.blake2b(public_key.encode(), digest_size=16).hexdigest()
+
+
+async def acquire(connection: Connection, account: str, holder: str, *, now: float, ttl: float) -> Lease | None:
+    """Take the account's lease if it is free, expired or already `holder`'s (then renewed);
+    None when another holder has it. The generation grows whenever the lease was not this
+    holder's live one."""
+    row = await connection.fetchrow(
+        """
+        INSERT INTO flusher_leases AS l (account, holder, generation, expires_at)
+        VALUES ($1, $2, 1, $3::float8 + $4::float8)
+        ON CONFLICT (account) DO UPDATE SET
+            holder = excluded.holder,
+            generation = l.generation
+                + CASE WHEN l.holder = excluded.holder AND l.expires_at > $3::float8 THEN 0 ELSE 1 END,
+            expires_at = excluded.expires_at
+        WHERE l.holder = excluded.holder OR l.expires_at <= $3::float8
+        RETURNING generation, expires_at
+        """,
+        account,
+        holder,
+        now,
+        ttl,
+    )
+    return None if row is None else Lease(account, holder, row["generation"], row["expires_at"])
+
+
+async def renew(connection: Connection, lease: Lease, *, now: float, ttl: float) -> Lease:
+    """Extend a live lease (the heartbeat); `LostLease` if it expired or changed hands."""
+    row = await connection.fetchrow(
+        """
+        UPDATE flusher_leases SET expires_at = $4::float8 + $5::float8
+        WHERE account = $1 AND holder = $2 AND generation = $3 AND expires_at > $4::float8
+        RETURNING expires_at
+        """,
+        lease.account,
+        lease.holder,
+        lease.generation,
+        now,
+        ttl,
+    )
+    if row is None:
+        raise LostLease(f"lease of {lease.account} lost by {lease.holder} (generation {lease.generation})")
+    return Lease(lease.account, lease.holder, lease.generation, row["expires_at"])
+
+
+async def fence(connection: Connection, lease: Lease, *, now: float) -> None:
+    """Inside the transaction of a state change: hold the lease row (a takeover waits for this
+    transaction) and check the lease is still this holder's, at its generation and unexpired;
+    `LostLease` otherwise — the caller rolls back and changes nothing."""
+    row = await connection.fetchrow(
+        """
+        SELECT generation FROM flusher_leases
+        WHERE account = $1 AND holder = $2 AND generation = $3 AND expires_at > $4::float8
+        FOR SHARE
+        """,
+        lease.account,
+        lease.holder,
+        lease.generation,
+        now,
+    )
+    if row is None:
+        raise LostLease(f"lease of {lease.account} no longer held by {lease.holder} at generation {lease.generation}")
+
+
+async def release(connection: Connection, lease: Lease) -> bool:
+    """Give the lease up (shutdown): another replica may take it at once. False when it was not
+    this holder's any more."""
+    row = await connection.fetchrow(
+        """
+        UPDATE flusher_leases SET expires_at = 0
+        WHERE account = $1 AND holder = $2 AND generation = $3
+        RETURNING generation
+        """,
+        lease.account,
+        lease.holder,
+        lease.generation,
+    )
+    return row is not None
