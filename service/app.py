@@ -337,8 +337,8 @@ async def _untranslatable(
         webhook=body,
         order_number=exc.order_number,
     )
-    evicted = await state.store.add_dead_letters([letter])
-    record_dead_letters([letter], evicted, state.metrics, capacity=state.config.buffer.dead_letter_capacity)
+    kept = await state.store.add_dead_letters([letter])
+    record_dead_letters(kept.kept, kept.evicted, state.metrics, capacity=state.config.buffer.dead_letter_capacity)
     return _DEAD_LETTERED, "dead_lettered"
 
 

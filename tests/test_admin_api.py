@@ -187,11 +187,17 @@ def test_a_paused_lane_keeps_accepting_and_holds_until_resumed(stack: Any) -> No
 
 
 def test_dead_letters_are_filtered_paged_replayed_and_discarded(stack: Any) -> None:
+    from structlog.testing import capture_logs
+
     started = stack(fake_without("GBP"), with_admin=True)
-    for order_id in (11, 12, 13):
-        assert deliver(started, order_body(order_id, currency="PLN")) == "dead_lettered"
-    assert deliver(started, order_body(14, currency="GBP")) == "accepted"  # Sendcloud refuses GBP here
-    wait_for(lambda: started.state.store.dead_letter_count() == 4)
+    with capture_logs() as logs:
+        for order_id in (11, 12, 13):
+            assert deliver(started, order_body(order_id, currency="PLN")) == "dead_lettered"
+        assert deliver(started, order_body(14, currency="GBP")) == "accepted"  # Sendcloud refuses GBP here
+        wait_for(lambda: started.state.store.dead_letter_count() == 4)
+    # the log names each letter by the id the API and `order-bridge admin replay ID` take
+    logged = [(e["order_id"], e["dead_letter_id"]) for e in logs if e["event"] == "order.dead_lettered"]
+    assert logged == [("11", 1), ("12", 2), ("13", 3), ("14", 4)]
 
     listed = admin(started, "GET", "/api/dead-letters").json()
     letters = listed["dead_letters"]

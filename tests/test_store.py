@@ -186,8 +186,9 @@ async def test_store_recover_puts_the_batch_in_flight_back_in_front(new_store: S
 async def test_store_keeps_dead_letters_up_to_capacity_and_reports_evictions(new_store: StoreFactory) -> None:
     store = await new_store(dead_letter_capacity=2)
     letters = [DeadLetter(7, "shopify", str(n), "unsupported_currency", "x") for n in range(3)]
-    assert await store.add_dead_letters(letters[:2]) == ()
-    assert await store.add_dead_letters(letters[2:]) == (replace(letters[0], id=1),)
+    first = await store.add_dead_letters(letters[:2])
+    assert first.evicted == () and [x.id for x in first.kept] == [1, 2]
+    assert (await store.add_dead_letters(letters[2:])).evicted == (replace(letters[0], id=1),)
     assert [d.order_id for d in store.dead_letters()] == ["1", "2"] and store.dead_letter_count() == 2
     assert [d.id for d in store.dead_letters()] == [2, 3]  # ids only grow
     assert store.dead_letters(integration_id=8) == []

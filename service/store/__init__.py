@@ -303,9 +303,9 @@ class Store(Protocol):
         stale versions), keep the dead letters, put the retries back in front of the line."""
         ...
 
-    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> tuple[DeadLetter, ...]:
+    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> Settled:
         """Keep letters that never reached a lane (an order no valid Sendcloud order can be
-        made of); returns the letters evicted to make room."""
+        made of); returns them as kept (with their ids) and the letters evicted to make room."""
         ...
 
     def seen_delivery(self, integration_id: int, delivery_id: str, now: float) -> bool:

@@ -196,8 +196,10 @@ class MemoryStore:
             lane.pending.move_to_end(entry.order_id, last=False)
         return superseded
 
-    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> tuple[DeadLetter, ...]:
-        return self._keep_letters(letters)
+    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> Settled:
+        first = self._letter_seq + 1
+        evicted = self._keep_letters(letters)
+        return Settled(0, evicted, tuple(replace(letter, id=i) for i, letter in enumerate(letters, first)))
 
     def _keep_letters(self, letters: Sequence[DeadLetter]) -> tuple[DeadLetter, ...]:
         """Number and keep `letters` (ids `_letter_seq + 1` on, in order); returns the letters

@@ -941,12 +941,12 @@ class SqliteStore:
         ops += [(_DELETE_LETTER, (letter.id,)) for letter in evicted]
         return ops
 
-    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> tuple[DeadLetter, ...]:
+    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> Settled:
         # The mirror keeps no webhook bodies (the file does: a later replay reads them there).
         first_id = self._mem._letter_seq + 1
-        evicted = await self._mem.add_dead_letters([replace(letter, webhook=None) for letter in letters])
-        await self._commit(self._letter_ops(letters, first_id, evicted))
-        return evicted
+        kept = await self._mem.add_dead_letters([replace(letter, webhook=None) for letter in letters])
+        await self._commit(self._letter_ops(letters, first_id, kept.evicted))
+        return kept
 
     async def recover(self) -> tuple[Batch, ...]:
         recovered = []
