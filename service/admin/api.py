@@ -69,6 +69,8 @@ def _answers_unavailable(endpoint: Endpoint) -> Endpoint:
             return await endpoint(request)
         except BadParameter as exc:
             return error(400, "invalid_parameter", str(exc))
+        except _UnknownLane:
+            return error(404, "unknown_integration", "No such integration or lane.")
         except StoreUnavailable:
             return error(503, "store_unavailable", "The store cannot commit now; nothing was changed. Retry later.")
         except BufferFull:
@@ -135,40 +137,46 @@ async def list_lanes(request: Request) -> Response:
     return json_response(200, {"lanes": lanes(_state(request))})
 
 
-def _known_lane(state: AppState, integration_id: int) -> bool:
-    return integration_id in state.integrations or state.buffer.lane(integration_id) is not None
+class _UnknownLane(Exception):
+    pass
+
+
+def _lane_id(request: Request) -> int:
+    """The path's integration id, if it is configured or has a lane (`_UnknownLane` otherwise)."""
+    state = _state(request)
+    integration_id = _path_int(request, "integration_id")
+    if integration_id not in state.integrations and state.buffer.lane(integration_id) is None:
+        raise _UnknownLane
+    return integration_id
+
+
+def _lane_answer(request: Request, status: int, integration_id: int) -> Response:
+    state = _state(request)
+    integration = state.integrations.get(integration_id)
+    platform = integration.config.platform if integration is not None else None
+    return json_response(status, lane_view(state.buffer, integration_id, platform))
 
 
 @_answers_unavailable
 async def flush_lane(request: Request) -> Response:
-    state = _state(request)
-    integration_id = _path_int(request, "integration_id")
-    if not _known_lane(state, integration_id):
-        return error(404, "unknown_integration", "No such integration or lane.")
-    lane = state.buffer.lane(integration_id)
+    integration_id = _lane_id(request)
+    buffer = _state(request).buffer
+    lane = buffer.lane(integration_id)
     if lane is not None and lane.paused:
         return error(409, "lane_paused", "The lane is paused: resume it to send its orders.")
-    state.buffer.flush(integration_id, retry_now=True)
+    buffer.flush(integration_id, retry_now=True)
     _log.info("lane.flush_requested", integration_id=integration_id)
-    return json_response(202, lane_view(state.buffer, integration_id, _platform(state, integration_id)))
+    return _lane_answer(request, 202, integration_id)
 
 
 def _pauser(paused: bool) -> Endpoint:
     @_answers_unavailable
     async def endpoint(request: Request) -> Response:
-        state = _state(request)
-        integration_id = _path_int(request, "integration_id")
-        if not _known_lane(state, integration_id):
-            return error(404, "unknown_integration", "No such integration or lane.")
-        await state.buffer.pause(integration_id, paused)
-        return json_response(200, lane_view(state.buffer, integration_id, _platform(state, integration_id)))
+        integration_id = _lane_id(request)
+        await _state(request).buffer.pause(integration_id, paused)
+        return _lane_answer(request, 200, integration_id)
 
     return endpoint
-
-
-def _platform(state: AppState, integration_id: int) -> str | None:
-    integration = state.integrations.get(integration_id)
-    return integration.config.platform if integration is not None else None
 
 
 # ---------------------------------------------------------------- dead letters
