@@ -1,0 +1,217 @@
+"""The PostgreSQL store's schema and its acceptance of order versions — issue 12, stage 2.
+
+What is here: the schema with its migrations recorded in the database (`migrate`, safe when
+several replicas start at once: a transaction-level advisory lock serialises them), and
+`accept`: a group of arrivals written in one transaction, with the version rules of DESIGN §5
+done **in SQL**, so replicas racing with versions of one order keep the newest wherever each
+arrives. What is not here yet: taking batches and settling them under a fenced lease (leader
+only), dead letters, histories, and the `Store` protocol around it (whose reads are synchronous
+today and will become a snapshot); `serve` does not offer `postgresql://` yet.
+
+One row per order (`orders`) holds its pending version (`p_*`), the version in flight (`f_*`)
+and the version last sent (`s_*`), so every comparison of a new version happens under the one
+row lock `INSERT … ON CONFLICT DO UPDATE … WHERE` takes: a version is kept when it is newer than
+each of the three — a later update time, or the same update time with other content (a repeat
+is stale) — exactly `MemoryStore`'s rule. Arrival numbers come from a sequence. A group with
+two versions of one order is written in rounds (first occurrences, then second ones, …) inside
+the same transaction, as if they had arrived one after another. The first round touches every
+order of the group, in key order: every replica takes its row locks in that one order, so two
+groups never deadlock (the leader's `take`, when it comes, must lock in key order too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from service.store import AddResult, Arrival, digest
+
+__all__ = ["MIGRATIONS", "accept", "ledger_counts", "migrate"]
+
+#: `MIGRATIONS[n]` brings the schema from version n to n + 1
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE SEQUENCE arrival_seq;
+    CREATE TABLE orders (
+        integration_id BIGINT NOT NULL,
+        order_id TEXT NOT NULL,
+        platform TEXT NOT NULL,
+        -- the pending version (p_seq NULL: none), its body (personal data) and place in line
+        p_seq BIGINT,
+        p_updated_at DOUBLE PRECISION,
+        p_digest BYTEA,
+        p_body BYTEA,
+        p_received_at DOUBLE PRECISION,
+        p_delivery_id TEXT,
+        p_position DOUBLE PRECISION,
+        -- the version in flight in batch f_batch (f_seq NULL: none)
+        f_batch TEXT,
+        f_seq BIGINT,
+        f_updated_at DOUBLE PRECISION,
+        f_digest BYTEA,
+        -- the version last sent (s_seq NULL: none)
+        s_seq BIGINT,
+        s_updated_at DOUBLE PRECISION,
+        s_digest BYTEA,
+        -- set by each write: whether a pending version was there before it (coalesced)
+        replaced_pending BOOLEAN NOT NULL DEFAULT false,
+        PRIMARY KEY (integration_id, order_id)
+    );
+    CREATE INDEX orders_pending ON orders (integration_id, p_position) WHERE p_seq IS NOT NULL;
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+    INSERT INTO counters (name, value) VALUES
+        ('accepted', 0), ('sent', 0), ('superseded', 0), ('dead_lettered', 0), ('replayed', 0), ('discarded', 0);
+    CREATE TABLE deliveries (
+        key TEXT PRIMARY KEY,                -- "<integration id>:<delivery id>"
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    """,
+)
+
+#: any number, the same in every replica: the advisory lock that serialises migrations
+_MIGRATION_LOCK = 0x6F72646572  # "order"
+
+
+class Connection(Protocol):
+    """What of an asyncpg connection this module uses."""
+
+    async def execute(self, query: str, *args: Any) -> str: ...
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+    def transaction(self) -> Any: ...
+
+
+async def migrate(connection: Connection) -> int:
+    """Bring the schema to `len(MIGRATIONS)`; each step and its record in `schema_migrations`
+    commit together. Returns the version found before. A database from a newer order-bridge is
+    refused (`RuntimeError`)."""
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        found = int(await connection.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+        if found > len(MIGRATIONS):
+            raise RuntimeError(
+                f"the database has schema version {found}, newer than this order-bridge knows ({len(MIGRATIONS)})"
+            )
+        for version in range(found, len(MIGRATIONS)):
+            await connection.execute(MIGRATIONS[version])
+            await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version + 1)
+    return found
+
+
+def _newer(than: str) -> str:
+    """SQL: the arriving version (`excluded`) is newer than `o.<than>_*`, or there is none."""
+    return (
+        f"(o.{than}_seq IS NULL OR excluded.p_updated_at > o.{than}_updated_at OR "
+        f"(excluded.p_updated_at = o.{than}_updated_at AND excluded.p_digest <> o.{than}_digest))"
+    )
+
+
+_ACCEPT = f"""
+INSERT INTO orders AS o (integration_id, order_id, platform, p_seq, p_updated_at, p_digest, p_body,
+                         p_received_at, p_delivery_id, p_position, replaced_pending)
+SELECT t.integration_id, t.order_id, t.platform, t.seq, t.updated_at, t.digest, t.body,
+       t.received_at, t.delivery_id, t.seq, false
+FROM (
+    SELECT nextval('arrival_seq') AS seq, u.*
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::bytea[], $6::bytea[], $7::float8[], $8::text[])
+         WITH ORDINALITY AS u(integration_id, order_id, platform, updated_at, digest, body, received_at, delivery_id, n)
+    ORDER BY u.n
+) AS t
+ON CONFLICT (integration_id, order_id) DO UPDATE SET
+    platform = excluded.platform,
+    replaced_pending = o.p_seq IS NOT NULL,
+    p_seq = excluded.p_seq,
+    p_updated_at = excluded.p_updated_at,
+    p_digest = excluded.p_digest,
+    p_body = excluded.p_body,
+    -- coalescing keeps the first receipt time and the place in line: the order has waited since
+    p_received_at = CASE WHEN o.p_seq IS NULL THEN excluded.p_received_at
+                         ELSE least(o.p_received_at, excluded.p_received_at) END,
+    p_delivery_id = excluded.p_delivery_id,
+    p_position = CASE WHEN o.p_seq IS NULL THEN excluded.p_position ELSE o.p_position END
+WHERE {_newer("p")} AND {_newer("f")} AND {_newer("s")}
+RETURNING o.integration_id, o.order_id, (xmax = 0) AS inserted, o.replaced_pending
+"""
+
+
+async def accept(
+    connection: Connection, arrivals: Sequence[Arrival], *, dedupe_ttl: float = 86_400.0
+) -> list[AddResult]:
+    """Keep each arrival that is newer than its order's pending, in-flight and sent versions,
+    in one transaction (one multi-row statement per round); the delivery ids are remembered (for
+    `dedupe_ttl` seconds from receipt) and the ledger counted in the same transaction. Returns
+    each arrival's result, in order."""
+    rounds: list[list[int]] = []
+    seen: dict[tuple[int, str], int] = {}
+    for index, arrival in enumerate(arrivals):
+        key = (arrival.integration_id, arrival.order.order_id)
+        depth = seen.get(key, 0)
+        seen[key] = depth + 1
+        if depth == len(rounds):
+            rounds.append([])
+        rounds[depth].append(index)
+    # Round 1 holds every key of the group, so the row locks are all taken there; in key order,
+    # as every replica takes them, two groups can never wait for each other in a circle.
+    for members in rounds:
+        members.sort(key=lambda i: (arrivals[i].integration_id, arrivals[i].order.order_id))
+    results: list[AddResult] = [AddResult.STALE] * len(arrivals)
+    async with connection.transaction():
+        for members in rounds:
+            batch = [arrivals[i] for i in members]
+            rows = await connection.fetch(
+                _ACCEPT,
+                [a.integration_id for a in batch],
+                [a.order.order_id for a in batch],
+                [a.platform for a in batch],
+                [a.updated_at for a in batch],
+                [digest(a.order.json) for a in batch],
+                [a.order.json for a in batch],
+                [a.received_at for a in batch],
+                [a.delivery_id for a in batch],
+            )
+            kept = {(row["integration_id"], row["order_id"]): row for row in rows}
+            for i in members:
+                row = kept.get((arrivals[i].integration_id, arrivals[i].order.order_id))
+                if row is not None:
+                    coalesced = not row["inserted"] and row["replaced_pending"]
+                    results[i] = AddResult.COALESCED if coalesced else AddResult.BUFFERED
+        # one row per delivery id (a statement may not update one row twice), the latest expiry
+        deliveries = {
+            f"{a.integration_id}:{a.delivery_id}": a.received_at + dedupe_ttl for a in arrivals if a.delivery_id
+        }
+        if deliveries:
+            keys = sorted(deliveries)
+            await connection.execute(
+                "INSERT INTO deliveries (key, expires_at) SELECT * FROM unnest($1::text[], $2::float8[]) "
+                "ON CONFLICT (key) DO UPDATE SET expires_at = greatest(deliveries.expires_at, excluded.expires_at)",
+                keys,
+                [deliveries[key] for key in keys],
+            )
+        accepted = sum(result is not AddResult.STALE for result in results)
+        superseded = sum(result is AddResult.COALESCED for result in results)
+        if accepted:
+            await connection.execute(
+                "UPDATE counters SET value = value + CASE name WHEN 'accepted' THEN $1::bigint ELSE $2::bigint END "
+                "WHERE name IN ('accepted', 'superseded')",
+                accepted,
+                superseded,
+            )
+    return results
+
+
+async def ledger_counts(connection: Connection) -> dict[str, int]:
+    """The ledger's counters, and the unsettled versions (pending and in flight) counted."""
+    counts = {row["name"]: int(row["value"]) for row in await connection.fetch("SELECT name, value FROM counters")}
+    counts["pending"] = int(
+        await connection.fetchval(
+            "SELECT count(*) FILTER (WHERE p_seq IS NOT NULL) + count(*) FILTER (WHERE f_seq IS NOT NULL) FROM orders"
+        )
+    )
+    return counts
