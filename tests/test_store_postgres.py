@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
 
-from service.store import AddResult
-from service.store.postgres import MIGRATIONS, accept, ledger_counts, migrate
+from service.lease import SCHEMA as LEASES
+from service.lease import Lease, LostLease, acquire
+from service.store import AddResult, Batch, DeadLetter, Settlement
+from service.store.postgres import MIGRATIONS, accept, ledger_counts, migrate, settle, take
 from tests.versions import T0, arrival
 
 BUFFERED, COALESCED, STALE = AddResult.BUFFERED, AddResult.COALESCED, AddResult.STALE
@@ -132,3 +135,92 @@ async def test_delivery_ids_are_shared_by_every_replica(pool: asyncpg.Pool) -> N
         assert await accept(b, [arrival("b", 1, received=1020.0)._replace(delivery_id="d-2")]) == [BUFFERED]
         keys = await a.fetch("SELECT key FROM deliveries ORDER BY key")
     assert [row["key"] for row in keys] == ["7:d-1", "7:d-2"]
+
+
+# ---------------------------------------------------------------- the leader's take and settle
+
+
+LEADER = "replica-a"
+NOW = 1_700_000_000.0
+
+
+async def leader_lease(connection: Any) -> Lease:
+    await connection.execute(LEASES)
+    lease = await acquire(connection, "account", LEADER, now=NOW, ttl=10.0)
+    assert lease is not None
+    return lease
+
+
+def settlement(batch: Batch, sent: str = "", dead: str = "", retry: str = "") -> Settlement:
+    """A settlement of `batch` by order id letters: which were sent, refused, retried."""
+    pick = {entry.order_id: entry for entry in batch.entries}
+    dead_entries = tuple(pick[i] for i in dead)
+    letters = tuple(
+        DeadLetter(7, "shopify", e.order_id, "sendcloud_rejected", "x", "/p", order=e.order, at=NOW, batch_id=batch.id)
+        for e in dead_entries
+    )
+    return Settlement(tuple(pick[i] for i in sent), letters, dead_entries, tuple(pick[i] for i in retry))
+
+
+async def balanced(connection: Any) -> dict[str, int]:
+    counts = await ledger_counts(connection)
+    assert counts["accepted"] == counts["sent"] + counts["superseded"] + counts["dead_lettered"] + counts["pending"]
+    return counts
+
+
+@pytest.mark.anyio
+async def test_the_leader_takes_oldest_first_resends_what_is_in_flight_and_settles(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as c:
+        lease = await leader_lease(c)
+        for name in "abcde":
+            await accept(c, [arrival(name, 1, received=float(ord(name)))])
+        batch = await take(c, lease, 7, 3, batch_id="b1", attempt=1, now=NOW)
+        assert batch is not None and [e.order_id for e in batch.entries] == ["a", "b", "c"]
+        assert batch.entries[0].order.json == arrival("a", 1).order.json  # the body travels with it
+        again = await take(c, lease, 7, 3, batch_id="b2", attempt=2, now=NOW)
+        assert again == batch  # at most one batch per lane: the one in flight goes again
+        # a newer version of b arrives while b is in flight: pending, for the next batch
+        assert await accept(c, [arrival("b", 2, received=200.0)]) == [BUFFERED]
+        assert await accept(c, [arrival("c", 1)]) == [STALE]  # a repeat of the one in flight
+
+        settled = await settle(c, lease, batch, settlement(batch, sent="a", dead="c", retry="b"), now=NOW)
+        assert settled.superseded == 1 and [x.order_id for x in settled.kept] == ["c"] and settled.kept[0].id > 0
+        assert await accept(c, [arrival("a", 1)]) == [STALE]  # a repeat of the one sent
+        counts = await balanced(c)
+        assert (counts["sent"], counts["dead_lettered"], counts["superseded"], counts["pending"]) == (1, 1, 1, 3)
+
+        following = await take(c, lease, 7, 10, batch_id="b3", attempt=1, now=NOW)
+        assert following is not None
+        # b's newer version took b's place at the front, with b's first receipt time; then d, e
+        assert [(e.order_id, e.updated_at) for e in following.entries][:1] == [("b", arrival("b", 2).updated_at)]
+        assert [e.order_id for e in following.entries] == ["b", "d", "e"]
+        assert following.entries[0].received_at == float(ord("b"))
+        await settle(c, lease, following, settlement(following, retry="bde"), now=NOW)
+        back = await take(c, lease, 7, 10, batch_id="b4", attempt=2, now=NOW)
+        assert back is not None and [e.order_id for e in back.entries] == ["b", "d", "e"]  # retried: in front, in order
+        await balanced(c)
+        letter = await c.fetchrow("SELECT order_id, reason, pointer, body IS NOT NULL AS kept FROM dead_letters")
+        assert letter is not None and tuple(letter) == ("c", "sendcloud_rejected", "/p", True)
+
+
+@pytest.mark.anyio
+async def test_a_leader_that_lost_its_lease_changes_nothing(pool: asyncpg.Pool) -> None:
+    """A paused old leader (its lease taken over at a new generation) can neither take a batch
+    nor settle the one it had: both raise `LostLease` and roll back."""
+    async with pool.acquire() as c, pool.acquire() as other:
+        old = await leader_lease(c)
+        await accept(c, [arrival("a", 1), arrival("b", 1)])
+        batch = await take(c, old, 7, 1, batch_id="b1", attempt=1, now=NOW)
+        assert batch is not None
+        new = await acquire(other, "account", "replica-b", now=NOW + 11, ttl=10.0)
+        assert new is not None
+        with pytest.raises(LostLease):
+            await settle(c, old, batch, settlement(batch, sent="a"), now=NOW + 12)
+        with pytest.raises(LostLease):
+            await take(c, old, 7, 5, batch_id="b9", attempt=1, now=NOW + 12)
+        # the new leader finds the batch still in flight, resends and settles it
+        resent = await take(other, new, 7, 5, batch_id="b2", attempt=1, now=NOW + 12)
+        assert resent == batch
+        await settle(other, new, resent, settlement(resent, sent="a"), now=NOW + 12)
+        counts = await balanced(c)
+        assert (counts["sent"], counts["pending"]) == (1, 1)

@@ -4,8 +4,10 @@ What is here: the schema with its migrations recorded in the database (`migrate`
 several replicas start at once: a transaction-level advisory lock serialises them), and
 `accept`: a group of arrivals written in one transaction, with the version rules of DESIGN §5
 done **in SQL**, so replicas racing with versions of one order keep the newest wherever each
-arrives. What is not here yet: taking batches and settling them under a fenced lease (leader
-only), dead letters, histories, and the `Store` protocol around it (whose reads are synchronous
+arrives. `take` and `settle` — the
+leader's, each in a transaction that first checks its lease (`service.lease.fence`), so a leader
+that lost the lease changes nothing. What is not here yet: dead letters beyond Sendcloud's
+refusals, histories, pruning, and the `Store` protocol around it (whose reads are synchronous
 today and will become a snapshot); `serve` does not offer `postgresql://` yet.
 
 One row per order (`orders`) holds its pending version (`p_*`), the version in flight (`f_*`)
@@ -22,11 +24,14 @@ groups never deadlock (the leader's `take`, when it comes, must lock in key orde
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
-from service.store import AddResult, Arrival, digest
+from adapters.sendcloud import EncodedOrder
+from service.lease import Lease, fence
+from service.store import AddResult, Arrival, Batch, Entry, Settled, Settlement, digest
 
-__all__ = ["MIGRATIONS", "accept", "ledger_counts", "migrate"]
+__all__ = ["MIGRATIONS", "accept", "ledger_counts", "migrate", "settle", "take"]
 
 #: `MIGRATIONS[n]` brings the schema from version n to n + 1
 MIGRATIONS: tuple[str, ...] = (
@@ -44,11 +49,16 @@ MIGRATIONS: tuple[str, ...] = (
         p_received_at DOUBLE PRECISION,
         p_delivery_id TEXT,
         p_position DOUBLE PRECISION,
-        -- the version in flight in batch f_batch (f_seq NULL: none)
+        -- the version in flight: batch f_batch, attempt, index in it (f_seq NULL: none)
         f_batch TEXT,
+        f_attempt INTEGER,
+        f_index INTEGER,
         f_seq BIGINT,
         f_updated_at DOUBLE PRECISION,
         f_digest BYTEA,
+        f_body BYTEA,
+        f_received_at DOUBLE PRECISION,
+        f_delivery_id TEXT,
         -- the version last sent (s_seq NULL: none)
         s_seq BIGINT,
         s_updated_at DOUBLE PRECISION,
@@ -61,9 +71,26 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
     INSERT INTO counters (name, value) VALUES
         ('accepted', 0), ('sent', 0), ('superseded', 0), ('dead_lettered', 0), ('replayed', 0), ('discarded', 0);
+    CREATE INDEX orders_in_flight ON orders (integration_id, f_index) WHERE f_seq IS NOT NULL;
     CREATE TABLE deliveries (
         key TEXT PRIMARY KEY,                -- "<integration id>:<delivery id>"
         expires_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE dead_letters (
+        id BIGSERIAL PRIMARY KEY,
+        integration_id BIGINT NOT NULL,
+        platform TEXT NOT NULL,
+        order_id TEXT,
+        order_number TEXT,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        pointer TEXT,
+        delivery_id TEXT,
+        body BYTEA,                          -- the order as sent (personal data)
+        webhook BYTEA,                       -- the webhook body it came from, if untranslatable
+        at DOUBLE PRECISION NOT NULL,
+        batch_id TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0
     );
     """,
 )
@@ -80,6 +107,8 @@ class Connection(Protocol):
     async def fetch(self, query: str, *args: Any) -> list[Any]: ...
 
     async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
 
     def transaction(self) -> Any: ...
 
@@ -215,3 +244,162 @@ async def ledger_counts(connection: Connection) -> dict[str, int]:
         )
     )
     return counts
+
+
+_ENTRY = (
+    "order_id, platform, f_index, f_batch, f_attempt, f_seq, f_updated_at, f_digest, f_body, "
+    "f_received_at, f_delivery_id"
+)
+
+
+def _entries(integration_id: int, rows: Sequence[Any]) -> tuple[Entry, ...]:
+    ordered = sorted(rows, key=lambda row: row["f_index"])
+    return tuple(
+        Entry(
+            integration_id,
+            row["platform"],
+            EncodedOrder(row["order_id"], bytes(row["f_body"])),
+            row["f_updated_at"],
+            row["f_seq"],
+            row["f_received_at"],
+            bytes(row["f_digest"]),
+            row["f_delivery_id"],
+        )
+        for row in ordered
+    )
+
+
+async def _lock(connection: Connection, integration_id: int, order_ids: Sequence[str]) -> None:
+    """Lock the orders' rows in key order, as `accept` does: the leader and the acceptors
+    never wait for each other in a circle."""
+    await connection.execute(
+        "SELECT 1 FROM orders WHERE integration_id = $1 AND order_id = ANY($2::text[]) ORDER BY order_id FOR UPDATE",
+        integration_id,
+        sorted(order_ids),
+    )
+
+
+async def take(
+    connection: Connection, lease: Lease, integration_id: int, limit: int, *, batch_id: str, attempt: int, now: float
+) -> Batch | None:
+    """The leader's: up to `limit` pending versions of a lane, first in line first, now in flight
+    as one batch — or the batch already in flight, to be resent (at most one per lane). None when
+    nothing is pending. `LostLease` (and nothing changed) when the lease is no longer this one."""
+    async with connection.transaction():
+        await fence(connection, lease, now=now)
+        flying = await connection.fetch(
+            f"SELECT {_ENTRY} FROM orders WHERE integration_id = $1 AND f_seq IS NOT NULL", integration_id
+        )
+        if flying:
+            return Batch(flying[0]["f_batch"], integration_id, _entries(integration_id, flying), flying[0]["f_attempt"])
+        chosen = [
+            row["order_id"]
+            for row in await connection.fetch(
+                "SELECT order_id FROM orders WHERE integration_id = $1 AND p_seq IS NOT NULL "
+                "ORDER BY p_position LIMIT $2",
+                integration_id,
+                limit,
+            )
+        ]
+        if not chosen:
+            return None
+        await _lock(connection, integration_id, chosen)
+        moved = await connection.fetch(
+            f"""
+            UPDATE orders AS o SET
+                f_batch = $3, f_attempt = $4, f_index = t.idx,
+                f_seq = p_seq, f_updated_at = p_updated_at, f_digest = p_digest, f_body = p_body,
+                f_received_at = p_received_at, f_delivery_id = p_delivery_id,
+                p_seq = NULL, p_updated_at = NULL, p_digest = NULL, p_body = NULL,
+                p_received_at = NULL, p_delivery_id = NULL, p_position = NULL
+            FROM unnest($2::text[]) WITH ORDINALITY AS t(order_id, idx)
+            WHERE o.integration_id = $1 AND o.order_id = t.order_id AND o.p_seq IS NOT NULL
+            RETURNING {", ".join("o." + column.strip() for column in _ENTRY.split(","))}
+            """,
+            integration_id,
+            chosen,
+            batch_id,
+            attempt,
+        )
+    return Batch(batch_id, integration_id, _entries(integration_id, moved), attempt)
+
+
+async def settle(connection: Connection, lease: Lease, batch: Batch, settlement: Settlement, *, now: float) -> Settled:
+    """The leader's: apply Sendcloud's answer to the batch in flight — sent versions are
+    remembered (against stale ones), refused ones become dead letters, retried ones go back in
+    front of the line unless a newer version is pending (which then goes instead, with the older
+    receipt time) — and count the ledger, in one fenced transaction."""
+    integration_id = batch.integration_id
+    sent = [entry.order_id for entry in settlement.sent]
+    dead = [entry.order_id for entry in settlement.dead_entries]
+    retried = [entry.order_id for entry in settlement.retry]
+    async with connection.transaction():
+        await fence(connection, lease, now=now)
+        await _lock(connection, integration_id, [entry.order_id for entry in batch.entries])
+        flying = await connection.fetchval(
+            "SELECT count(*) FROM orders WHERE integration_id = $1 AND f_batch = $2", integration_id, batch.id
+        )
+        if flying != len(batch.entries):
+            raise RuntimeError(f"batch {batch.id} is not in flight on lane {integration_id}")
+        clear = (
+            "f_batch = NULL, f_attempt = NULL, f_index = NULL, f_seq = NULL, f_updated_at = NULL, f_digest = NULL, "
+            "f_body = NULL, f_received_at = NULL, f_delivery_id = NULL"
+        )
+        await connection.execute(
+            f"UPDATE orders SET s_seq = f_seq, s_updated_at = f_updated_at, s_digest = f_digest, {clear} "
+            "WHERE integration_id = $1 AND order_id = ANY($2::text[])",
+            integration_id,
+            sent,
+        )
+        await connection.execute(
+            f"UPDATE orders SET {clear} WHERE integration_id = $1 AND order_id = ANY($2::text[])", integration_id, dead
+        )
+        kept: list[Any] = []
+        for letter in settlement.dead:
+            order = letter.order
+            kept.append(
+                await connection.fetchval(
+                    "INSERT INTO dead_letters (integration_id, platform, order_id, order_number, reason, detail, "
+                    "pointer, delivery_id, body, at, batch_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+                    "RETURNING id",
+                    *(letter.integration_id, letter.platform, letter.order_id, letter.order_number, letter.reason),
+                    *(letter.detail, letter.pointer, letter.delivery_id),
+                    order.json if order is not None else None,
+                    letter.at,
+                    letter.batch_id,
+                )
+            )
+        superseded = 0
+        if retried:
+            front = await connection.fetchval(
+                "SELECT coalesce(min(p_position), 0) FROM orders WHERE integration_id = $1 AND p_seq IS NOT NULL",
+                integration_id,
+            )
+            # back in front of the line, in batch order; where a newer version is pending
+            # meanwhile, that one goes instead, with the older one's receipt time (superseded)
+            p = ("seq", "updated_at", "digest", "body", "delivery_id")
+            keep_newer = ", ".join(f"p_{c} = CASE WHEN o.p_seq IS NULL THEN o.f_{c} ELSE o.p_{c} END" for c in p)
+            placed = await connection.fetch(
+                f"UPDATE orders AS o SET {keep_newer}, "
+                "p_received_at = CASE WHEN o.p_seq IS NULL THEN o.f_received_at "
+                "ELSE least(o.p_received_at, o.f_received_at) END, "
+                "p_position = $3::float8 - $4::float8 + t.place, replaced_pending = o.p_seq IS NOT NULL, "
+                f"{clear} "
+                "FROM unnest($2::text[]) WITH ORDINALITY AS t(order_id, place) "
+                "WHERE o.integration_id = $1 AND o.order_id = t.order_id RETURNING o.replaced_pending",
+                integration_id,
+                retried,
+                front,
+                len(retried) + 1,
+            )
+            superseded = sum(bool(row["replaced_pending"]) for row in placed)
+        await connection.execute(
+            "UPDATE counters SET value = value + CASE name WHEN 'sent' THEN $1::bigint "
+            "WHEN 'dead_lettered' THEN $2::bigint ELSE $3::bigint END "
+            "WHERE name IN ('sent', 'dead_lettered', 'superseded')",
+            len(sent),
+            len(dead),
+            superseded,
+        )
+    letters = tuple(replace(letter, id=int(letter_id)) for letter, letter_id in zip(settlement.dead, kept, strict=True))
+    return Settled(superseded, (), letters)
