@@ -35,7 +35,7 @@ __all__ = ["SCHEMA", "Lease", "LeaseKeeper", "LostLease", "account_key", "acquir
 _log = structlog.get_logger("order_bridge.lease")
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS flusher_leases (
+CREATE TABLE IF NOT EXISTS flusher_leases (      -- also migration 1 of service.store.postgres
     account TEXT PRIMARY KEY,              -- account_key(): a hash of the Sendcloud public key
     holder TEXT NOT NULL,                  -- the replica holding it
     generation BIGINT NOT NULL,            -- +1 each time it changes hands: the fencing token
@@ -69,17 +69,18 @@ def account_key(public_key: str) -> str:
 
 
 async def acquire(connection: Connection, account: str, holder: str, *, now: float, ttl: float) -> Lease | None:
-    """Take the account's lease if it is free, expired or already `holder`'s (then renewed);
-    None when another holder has it. The generation grows whenever the lease was not this
-    holder's live one."""
+    """Take the account's lease if it is free, expired or held under this `holder` name; None
+    when another holder has it. The generation grows every time, even for the same name: a
+    second process under a name still holding it (a restarted pod while the old one ends) must
+    not share a generation with it — the old one's fence then fails. Names should be unique per
+    process all the same (host, pid, a random part). A holder renews with `renew`."""
     row = await connection.fetchrow(
         """
         INSERT INTO flusher_leases AS l (account, holder, generation, expires_at)
         VALUES ($1, $2, 1, $3::float8 + $4::float8)
         ON CONFLICT (account) DO UPDATE SET
             holder = excluded.holder,
-            generation = l.generation
-                + CASE WHEN l.holder = excluded.holder AND l.expires_at > $3::float8 THEN 0 ELSE 1 END,
+            generation = l.generation + 1,
             expires_at = excluded.expires_at
         WHERE l.holder = excluded.holder OR l.expires_at <= $3::float8
         RETURNING generation, expires_at

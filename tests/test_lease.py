@@ -45,12 +45,16 @@ async def test_one_holder_per_account_renewal_and_takeover_after_expiry(pool: as
 
         renewed = await renew(a, first, now=T + 3, ttl=TTL)  # the heartbeat
         assert (renewed.generation, renewed.expires_at) == (1, T + 13)
-        again = await acquire(a, ACCOUNT, "replica-a", now=T + 4, ttl=TTL)  # its own, live: same generation
-        assert again is not None and again.generation == 1
+        # a second process under the same name (a restarted pod while the old one ends) takes
+        # it at a new generation: the old process's fence fails from then on
+        again = await acquire(a, ACCOUNT, "replica-a", now=T + 4, ttl=TTL)
+        assert again is not None and again.generation == 2
+        with pytest.raises(LostLease):
+            await fence(a, renewed, now=T + 4)
         assert await acquire(b, ACCOUNT, "replica-b", now=T + 13.9, ttl=TTL) is None
 
         taken = await acquire(b, ACCOUNT, "replica-b", now=T + 14, ttl=TTL)  # expired: taken over
-        assert taken == Lease(ACCOUNT, "replica-b", 2, T + 24)
+        assert taken == Lease(ACCOUNT, "replica-b", 3, T + 24)
         with pytest.raises(LostLease):
             await renew(a, renewed, now=T + 14.5, ttl=TTL)
         assert account_key("public-key-of-account-a") == ACCOUNT and "public-key" not in ACCOUNT

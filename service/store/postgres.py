@@ -76,6 +76,12 @@ MIGRATIONS: tuple[str, ...] = (
         key TEXT PRIMARY KEY,                -- "<integration id>:<delivery id>"
         expires_at DOUBLE PRECISION NOT NULL
     );
+    CREATE TABLE flusher_leases (
+        account TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        generation BIGINT NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
     CREATE TABLE dead_letters (
         id BIGSERIAL PRIMARY KEY,
         integration_id BIGINT NOT NULL,
@@ -156,7 +162,8 @@ FROM (
 ON CONFLICT (integration_id, order_id) DO UPDATE SET
     platform = excluded.platform,
     replaced_pending = o.p_seq IS NOT NULL,
-    p_seq = excluded.p_seq,
+    -- numbered under the row lock: of two racing versions, the one kept last has the higher number
+    p_seq = nextval('arrival_seq'),
     p_updated_at = excluded.p_updated_at,
     p_digest = excluded.p_digest,
     p_body = excluded.p_body,
@@ -166,7 +173,7 @@ ON CONFLICT (integration_id, order_id) DO UPDATE SET
     p_delivery_id = excluded.p_delivery_id,
     p_position = CASE WHEN o.p_seq IS NULL THEN excluded.p_position ELSE o.p_position END
 WHERE {_newer("p")} AND {_newer("f")} AND {_newer("s")}
-RETURNING o.integration_id, o.order_id, (xmax = 0) AS inserted, o.replaced_pending
+RETURNING o.integration_id, o.order_id, o.replaced_pending
 """
 
 
@@ -208,9 +215,8 @@ async def accept(
             kept = {(row["integration_id"], row["order_id"]): row for row in rows}
             for i in members:
                 row = kept.get((arrivals[i].integration_id, arrivals[i].order.order_id))
-                if row is not None:
-                    coalesced = not row["inserted"] and row["replaced_pending"]
-                    results[i] = AddResult.COALESCED if coalesced else AddResult.BUFFERED
+                if row is not None:  # a new row was not replacing anything: replaced_pending is false
+                    results[i] = AddResult.COALESCED if row["replaced_pending"] else AddResult.BUFFERED
         # one row per delivery id (a statement may not update one row twice), the latest expiry
         deliveries = {
             f"{a.integration_id}:{a.delivery_id}": a.received_at + dedupe_ttl for a in arrivals if a.delivery_id
@@ -225,14 +231,17 @@ async def accept(
             )
         accepted = sum(result is not AddResult.STALE for result in results)
         superseded = sum(result is AddResult.COALESCED for result in results)
-        if accepted:
-            await connection.execute(
-                "UPDATE counters SET value = value + CASE name WHEN 'accepted' THEN $1::bigint ELSE $2::bigint END "
-                "WHERE name IN ('accepted', 'superseded')",
-                accepted,
-                superseded,
-            )
+        await _count(connection, accepted=accepted, superseded=superseded)
     return results
+
+
+async def _count(connection: Connection, **deltas: int) -> None:
+    """Add to the ledger's counters, one row at a time in name order: every transaction locks
+    them in that one order (a single UPDATE locks them in the order they lie on disk, which
+    changes: two replicas then deadlock)."""
+    for name in sorted(deltas):
+        if deltas[name]:
+            await connection.execute("UPDATE counters SET value = value + $2 WHERE name = $1", name, deltas[name])
 
 
 async def ledger_counts(connection: Connection) -> dict[str, int]:
@@ -271,12 +280,20 @@ def _entries(integration_id: int, rows: Sequence[Any]) -> tuple[Entry, ...]:
 
 async def _lock(connection: Connection, integration_id: int, order_ids: Sequence[str]) -> None:
     """Lock the orders' rows in key order, as `accept` does: the leader and the acceptors
-    never wait for each other in a circle."""
+    never wait for each other in a circle. Byte order (`COLLATE "C"`), which is Python's order
+    of the same UTF-8 strings, whatever the database's collation."""
     await connection.execute(
-        "SELECT 1 FROM orders WHERE integration_id = $1 AND order_id = ANY($2::text[]) ORDER BY order_id FOR UPDATE",
+        "SELECT 1 FROM orders WHERE integration_id = $1 AND order_id = ANY($2::text[]) "
+        'ORDER BY order_id COLLATE "C" FOR UPDATE',
         integration_id,
         sorted(order_ids),
     )
+
+
+async def _lane_lock(connection: Connection, integration_id: int) -> None:
+    """One `take` or `settle` of a lane at a time, whoever calls (a flush racing a timer, two
+    leaders of different accounts during a config change): a transaction-level advisory lock."""
+    await connection.execute("SELECT pg_advisory_xact_lock(hashtextextended('lane:' || $1::bigint, 0))", integration_id)
 
 
 async def take(
@@ -287,6 +304,7 @@ async def take(
     nothing is pending. `LostLease` (and nothing changed) when the lease is no longer this one."""
     async with connection.transaction():
         await fence(connection, lease, now=now)
+        await _lane_lock(connection, integration_id)
         flying = await connection.fetch(
             f"SELECT {_ENTRY} FROM orders WHERE integration_id = $1 AND f_seq IS NOT NULL", integration_id
         )
@@ -313,7 +331,7 @@ async def take(
                 p_seq = NULL, p_updated_at = NULL, p_digest = NULL, p_body = NULL,
                 p_received_at = NULL, p_delivery_id = NULL, p_position = NULL
             FROM unnest($2::text[]) WITH ORDINALITY AS t(order_id, idx)
-            WHERE o.integration_id = $1 AND o.order_id = t.order_id AND o.p_seq IS NOT NULL
+            WHERE o.integration_id = $1 AND o.order_id = t.order_id AND o.p_seq IS NOT NULL AND o.f_seq IS NULL
             RETURNING {", ".join("o." + column.strip() for column in _ENTRY.split(","))}
             """,
             integration_id,
@@ -335,24 +353,29 @@ async def settle(connection: Connection, lease: Lease, batch: Batch, settlement:
     retried = [entry.order_id for entry in settlement.retry]
     async with connection.transaction():
         await fence(connection, lease, now=now)
+        await _lane_lock(connection, integration_id)
         await _lock(connection, integration_id, [entry.order_id for entry in batch.entries])
         flying = await connection.fetchval(
             "SELECT count(*) FROM orders WHERE integration_id = $1 AND f_batch = $2", integration_id, batch.id
         )
-        if flying != len(batch.entries):
-            raise RuntimeError(f"batch {batch.id} is not in flight on lane {integration_id}")
+        if flying != len(batch.entries) or sorted(sent + dead + retried) != sorted(e.order_id for e in batch.entries):
+            raise RuntimeError(f"batch {batch.id} is not in flight on lane {integration_id}, or not settled whole")
         clear = (
             "f_batch = NULL, f_attempt = NULL, f_index = NULL, f_seq = NULL, f_updated_at = NULL, f_digest = NULL, "
             "f_body = NULL, f_received_at = NULL, f_delivery_id = NULL"
         )
         await connection.execute(
             f"UPDATE orders SET s_seq = f_seq, s_updated_at = f_updated_at, s_digest = f_digest, {clear} "
-            "WHERE integration_id = $1 AND order_id = ANY($2::text[])",
+            "WHERE integration_id = $1 AND order_id = ANY($2::text[]) AND f_batch = $3",
             integration_id,
             sent,
+            batch.id,
         )
         await connection.execute(
-            f"UPDATE orders SET {clear} WHERE integration_id = $1 AND order_id = ANY($2::text[])", integration_id, dead
+            f"UPDATE orders SET {clear} WHERE integration_id = $1 AND order_id = ANY($2::text[]) AND f_batch = $3",
+            integration_id,
+            dead,
+            batch.id,
         )
         kept: list[Any] = []
         for letter in settlement.dead:
@@ -386,20 +409,15 @@ async def settle(connection: Connection, lease: Lease, batch: Batch, settlement:
                 "p_position = $3::float8 - $4::float8 + t.place, replaced_pending = o.p_seq IS NOT NULL, "
                 f"{clear} "
                 "FROM unnest($2::text[]) WITH ORDINALITY AS t(order_id, place) "
-                "WHERE o.integration_id = $1 AND o.order_id = t.order_id RETURNING o.replaced_pending",
+                "WHERE o.integration_id = $1 AND o.order_id = t.order_id AND o.f_batch = $5 "
+                "RETURNING o.replaced_pending",
                 integration_id,
                 retried,
                 front,
                 len(retried) + 1,
+                batch.id,
             )
             superseded = sum(bool(row["replaced_pending"]) for row in placed)
-        await connection.execute(
-            "UPDATE counters SET value = value + CASE name WHEN 'sent' THEN $1::bigint "
-            "WHEN 'dead_lettered' THEN $2::bigint ELSE $3::bigint END "
-            "WHERE name IN ('sent', 'dead_lettered', 'superseded')",
-            len(sent),
-            len(dead),
-            superseded,
-        )
+        await _count(connection, sent=len(sent), dead_lettered=len(dead), superseded=superseded)
     letters = tuple(replace(letter, id=int(letter_id)) for letter, letter_id in zip(settlement.dead, kept, strict=True))
     return Settled(superseded, (), letters)
