@@ -16,7 +16,18 @@ import pytest
 from service.lease import SCHEMA as LEASES
 from service.lease import Lease, LostLease, acquire
 from service.store import AddResult, Batch, DeadLetter, Settlement
-from service.store.postgres import MIGRATIONS, accept, ledger_counts, migrate, settle, take
+from service.store.postgres import (
+    CHANNEL,
+    MIGRATIONS,
+    LaneCounts,
+    accept,
+    lane_snapshot,
+    ledger_counts,
+    migrate,
+    settle,
+    take,
+    taken_by,
+)
 from tests.versions import T0, arrival
 
 BUFFERED, COALESCED, STALE = AddResult.BUFFERED, AddResult.COALESCED, AddResult.STALE
@@ -327,3 +338,49 @@ async def test_two_takes_of_one_lane_at_once_make_one_batch(pool: asyncpg.Pool) 
         await settle(a, lease, first, settlement(first, sent="xyz"), now=NOW)
         counts = await balanced(a)
     assert (counts["sent"], counts["pending"]) == (3, 1)
+
+
+@pytest.mark.anyio
+async def test_accept_wakes_the_leader_when_it_commits_and_the_snapshot_counts_lanes(pool: asyncpg.Pool) -> None:
+    """A group that kept versions notifies the lanes' channel with their integration ids, on
+    commit; a group of stale versions, or one rolled back, notifies nothing. The snapshot counts
+    each lane's pending and in-flight versions and its oldest receipt."""
+    heard: list[str] = []
+
+    def hear(*args: Any) -> None:
+        heard.append(args[-1])
+
+    async with pool.acquire() as listener, pool.acquire() as c:
+        await listener.add_listener(CHANNEL, hear)
+        other = arrival("b", 1, received=50.0)._replace(integration_id=8)
+        await accept(c, [arrival("a", 1, received=100.0), other, arrival("c", 1, received=70.0)])
+        await accept(c, [arrival("a", 1)])  # stale: nothing to wake for
+        with pytest.raises(RuntimeError):
+            async with c.transaction():  # an acceptor whose commit never happens
+                await accept(c, [arrival("d", 1)])
+                raise RuntimeError("rolled back")
+        for _ in range(200):  # notifications arrive asynchronously on the listener's connection
+            if heard:
+                break
+            await asyncio.sleep(0.01)
+        await listener.execute("SELECT 1")  # and anything still on its way arrives before this answer
+        await listener.remove_listener(CHANNEL, hear)
+        assert heard == ["7,8"]
+
+        lease = await leader_lease(c)
+        await take(c, lease, 7, 1, batch_id="b1", attempt=1, now=NOW)
+        snapshot = await lane_snapshot(c)
+    assert snapshot == {7: LaneCounts(1, 1, 70.0), 8: LaneCounts(1, 0, 50.0)}
+
+
+@pytest.mark.anyio
+async def test_a_new_leader_knows_a_batch_in_flight_came_from_an_older_generation(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as a, pool.acquire() as b:
+        old = await leader_lease(a)
+        await accept(a, [arrival("a", 1)])
+        assert await taken_by(a, 7) is None
+        await take(a, old, 7, 5, batch_id="b1", attempt=1, now=NOW)
+        assert await taken_by(a, 7) == old.generation
+        new = await acquire(b, "account", "replica-b", now=NOW + 11, ttl=10.0)
+        assert new is not None and new.generation > old.generation
+        assert await taken_by(b, 7) == old.generation  # older than its own: hold before resending

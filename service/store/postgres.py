@@ -25,13 +25,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from adapters.sendcloud import EncodedOrder
 from service.lease import Lease, fence
 from service.store import AddResult, Arrival, Batch, Entry, Settled, Settlement, digest
 
-__all__ = ["MIGRATIONS", "accept", "ledger_counts", "migrate", "settle", "take"]
+__all__ = [
+    "CHANNEL",
+    "MIGRATIONS",
+    "LaneCounts",
+    "accept",
+    "lane_snapshot",
+    "ledger_counts",
+    "migrate",
+    "settle",
+    "take",
+    "taken_by",
+]
 
 #: `MIGRATIONS[n]` brings the schema from version n to n + 1
 MIGRATIONS: tuple[str, ...] = (
@@ -51,6 +62,7 @@ MIGRATIONS: tuple[str, ...] = (
         p_position DOUBLE PRECISION,
         -- the version in flight: batch f_batch, attempt, index in it (f_seq NULL: none)
         f_batch TEXT,
+        f_generation BIGINT,                 -- the lease generation of the leader that took it
         f_attempt INTEGER,
         f_index INTEGER,
         f_seq BIGINT,
@@ -232,7 +244,42 @@ async def accept(
         accepted = sum(result is not AddResult.STALE for result in results)
         superseded = sum(result is AddResult.COALESCED for result in results)
         await _count(connection, accepted=accepted, superseded=superseded)
+        changed = sorted({a.integration_id for a, r in zip(arrivals, results, strict=True) if r is not AddResult.STALE})
+        if changed:  # delivered when this transaction commits, never if it rolls back
+            await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, ",".join(map(str, changed)))
     return results
+
+
+#: the channel `accept` notifies with the integration ids that got a version: the leader's
+#: lanes wake on it (and poll too: a notification can be missed while reconnecting)
+CHANNEL = "order_bridge_lanes"
+
+
+class LaneCounts(NamedTuple):
+    pending: int
+    in_flight: int
+    #: receipt time of the oldest unsettled version (wall-clock POSIX seconds)
+    oldest_received: float
+
+
+async def lane_snapshot(connection: Connection) -> dict[int, LaneCounts]:
+    """Every lane with anything unsettled, counted through the two partial indexes (sent orders,
+    the bulk of the table, are not read)."""
+    rows = await connection.fetch(
+        """
+        SELECT integration_id, sum(p)::bigint AS pending, sum(f)::bigint AS in_flight, min(r) AS oldest
+        FROM (
+            SELECT integration_id, 1 AS p, 0 AS f, p_received_at AS r FROM orders WHERE p_seq IS NOT NULL
+            UNION ALL
+            SELECT integration_id, 0, 1, f_received_at FROM orders WHERE f_seq IS NOT NULL
+        ) AS unsettled
+        GROUP BY integration_id
+        """
+    )
+    return {
+        int(row["integration_id"]): LaneCounts(int(row["pending"]), int(row["in_flight"]), float(row["oldest"]))
+        for row in rows
+    }
 
 
 async def _count(connection: Connection, **deltas: int) -> None:
@@ -325,7 +372,7 @@ async def take(
         moved = await connection.fetch(
             f"""
             UPDATE orders AS o SET
-                f_batch = $3, f_attempt = $4, f_index = t.idx,
+                f_batch = $3, f_attempt = $4, f_index = t.idx, f_generation = $5,
                 f_seq = p_seq, f_updated_at = p_updated_at, f_digest = p_digest, f_body = p_body,
                 f_received_at = p_received_at, f_delivery_id = p_delivery_id,
                 p_seq = NULL, p_updated_at = NULL, p_digest = NULL, p_body = NULL,
@@ -338,8 +385,20 @@ async def take(
             chosen,
             batch_id,
             attempt,
+            lease.generation,
         )
     return Batch(batch_id, integration_id, _entries(integration_id, moved), attempt)
+
+
+async def taken_by(connection: Connection, integration_id: int) -> int | None:
+    """The lease generation under which the lane's batch in flight was taken (None: none in
+    flight). A new leader that finds a batch of an older generation holds it back for the
+    Sendcloud client's timeout before resending (DESIGN §5's recovery hold): the old leader's
+    request may still be on its way."""
+    generation = await connection.fetchval(
+        "SELECT f_generation FROM orders WHERE integration_id = $1 AND f_seq IS NOT NULL LIMIT 1", integration_id
+    )
+    return None if generation is None else int(generation)
 
 
 async def settle(connection: Connection, lease: Lease, batch: Batch, settlement: Settlement, *, now: float) -> Settled:
@@ -361,7 +420,8 @@ async def settle(connection: Connection, lease: Lease, batch: Batch, settlement:
         if flying != len(batch.entries) or sorted(sent + dead + retried) != sorted(e.order_id for e in batch.entries):
             raise RuntimeError(f"batch {batch.id} is not in flight on lane {integration_id}, or not settled whole")
         clear = (
-            "f_batch = NULL, f_attempt = NULL, f_index = NULL, f_seq = NULL, f_updated_at = NULL, f_digest = NULL, "
+            "f_batch = NULL, f_generation = NULL, f_attempt = NULL, f_index = NULL, f_seq = NULL, "
+            "f_updated_at = NULL, f_digest = NULL, "
             "f_body = NULL, f_received_at = NULL, f_delivery_id = NULL"
         )
         await connection.execute(
