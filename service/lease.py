@@ -172,9 +172,13 @@ class LeaseKeeper:
         *,
         ttl: float = 10.0,
         heartbeat: float = 3.0,
+        lock_timeout: float = 1.0,
     ) -> None:
         if not 0 < heartbeat < ttl:
             raise ValueError("the heartbeat must be shorter than the lease")
+        #: how long a renewal waits behind transactions holding the lease row (fenced state
+        #: changes): past it the heartbeat gives up this round instead of eating into the lease
+        self.lock_timeout = lock_timeout
         self.pool = pool
         self.account = account
         self.holder = holder
@@ -194,7 +198,9 @@ class LeaseKeeper:
             async with self.pool.acquire() as connection:
                 if self.held() is not None:
                     assert self.lease is not None
-                    self.lease = await renew(connection, self.lease, now=now, ttl=self.ttl)
+                    async with connection.transaction():
+                        await connection.execute(f"SET LOCAL lock_timeout = {int(self.lock_timeout * 1000)}")
+                        self.lease = await renew(connection, self.lease, now=now, ttl=self.ttl)
                 else:
                     if self.lease is not None:
                         _log.warning("lease.expired", account=self.account, generation=self.lease.generation)

@@ -184,3 +184,24 @@ async def test_a_keeper_releases_its_lease_when_stopped(pool: asyncpg.Pool) -> N
     assert a.held() is None and await b.step() is not None  # at once, not after the lease
     with pytest.raises(ValueError):
         LeaseKeeper(pool, ACCOUNT, "x", clock, ttl=3.0, heartbeat=3.0)
+
+
+@pytest.mark.anyio
+async def test_a_renewal_stuck_behind_a_fenced_transaction_gives_up_instead_of_waiting(pool: asyncpg.Pool) -> None:
+    """The heartbeat waits at most `lock_timeout` behind a transaction holding the lease row (a
+    long fenced state change); it then tries again next round, and the lease, unexpired, stays."""
+    clock = FakeClock()
+    keeper = LeaseKeeper(pool, ACCOUNT, "replica-a", clock, lock_timeout=0.2)
+    lease = await keeper.step()
+    assert lease is not None
+    async with pool.acquire() as busy:
+        transaction = busy.transaction()
+        await transaction.start()
+        await fence(busy, lease, now=clock.wall())
+        await clock.advance(3.0)
+        with capture_logs() as logs:
+            assert await keeper.step() == lease  # not renewed, still held
+        assert [e["cause"] for e in logs if e["event"] == "lease.unreachable"] == ["LockNotAvailableError"]
+        await transaction.rollback()
+    renewed = await keeper.step()
+    assert renewed is not None and renewed.expires_at > lease.expires_at
