@@ -134,16 +134,21 @@ class Lane:
             return "paused", None
         if now < self.not_before:
             return "backoff", self.not_before - now
+        waits = self._timers(now, wall)
+        if not waits:
+            return None, None
+        seconds, why = min(waits)
+        return why, max(0.0, seconds)
+
+    def _timers(self, now: float, wall: float) -> list[tuple[float, str]]:
+        """Seconds until the debounce and the max_wait trigger fire, with their names."""
         waits = []
         if self.last_activity is not None:
             waits.append((self.last_activity + self.settings.debounce_seconds - now, "debounce"))
         oldest = self.store.oldest_received(self.integration_id)
         if oldest is not None:
             waits.append((oldest + self.settings.max_wait_seconds - wall, "max_wait"))
-        if not waits:
-            return None, None
-        seconds, why = min(waits)
-        return why, max(0.0, seconds)
+        return waits
 
     def wait_time(self, now: float, wall: float, closing: bool = False) -> float | None:
         """Seconds until `due()` can change without a new order; None: only an order (or a
@@ -152,13 +157,8 @@ class Lane:
             return None
         if now < self.not_before:
             return self.not_before - now
-        waits = []
-        if self.last_activity is not None:
-            waits.append(self.last_activity + self.settings.debounce_seconds - now)
-        oldest = self.store.oldest_received(self.integration_id)
-        if oldest is not None:
-            waits.append(oldest + self.settings.max_wait_seconds - wall)
-        return max(0.0, min(waits)) if waits else 0.0
+        waits = self._timers(now, wall)
+        return max(0.0, min(waits)[0]) if waits else 0.0
 
 
 def _version_time(order: Order) -> float:
