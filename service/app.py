@@ -272,6 +272,9 @@ async def _handle(state: AppState, scope: Scope, receive: Receive, platform: str
         return _error(503, "shutting_down", "The service is restarting; retry later.", retry=True), "unavailable"
     except StoreUnavailable as exc:
         return _store_unavailable(ids, exc, order.order_id), "unavailable"
+    if added is AddResult.DUPLICATE:  # taken by another replica sharing the store
+        _log.info("webhook.duplicate", **ids)
+        return _DUPLICATE, "duplicate"
     if added is AddResult.STALE:
         _log.info("order.stale", **ids, order_id=order.order_id, topic=topic)
         return _ignored("stale"), "ignored"
@@ -474,6 +477,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.connect()
         await buffer.start()
         state.started = True
         reloads = config_path is not None and _on_sighup(state.reload)

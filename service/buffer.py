@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -94,14 +94,18 @@ class Lane:
     not_before: float = 0.0
     attempts: int = 0
     flush_requested: bool = False
-    #: held by a person (`Buffer.pause`): takes orders, sends none — not even at shutdown
-    paused: bool = False
     task: asyncio.Task[None] | None = None
 
+    @property
+    def paused(self) -> bool:
+        """Held by a person (`Buffer.pause`, kept by the store — whichever replica was asked):
+        takes orders, sends none, not even at shutdown when the store keeps them."""
+        return self.integration_id in self.store.paused()
+
     def holding(self, closing: bool) -> bool:
-        """Paused, and held: at shutdown a paused lane is still held when its store keeps its
-        orders, and flushed when it would lose them (`memory://`)."""
-        return self.paused and (self.store.durable or not closing)
+        """Held: paused — at shutdown still held when its store keeps its orders, flushed when it
+        would lose them (`memory://`) — or another replica is the flusher of a shared store."""
+        return (self.paused and (self.store.durable or not closing)) or not self.store.flushing()
 
     def due(self, now: float, wall: float, closing: bool) -> str | None:
         """Why the lane should flush now (the trigger), or None. `now` is monotonic, `wall` POSIX."""
@@ -124,14 +128,15 @@ class Lane:
     def next_flush(self, now: float, wall: float, closing: bool) -> tuple[str | None, float | None]:
         """Why the lane will flush next and in how many seconds, for people: (trigger, 0.0) when
         due now; ("backoff", s), ("debounce", s) or ("max_wait", s) when waiting; ("paused",
-        None) when held; (None, None) with nothing pending."""
+        None) when held by a person, ("another_replica", None) when another replica is the flusher;
+        (None, None) with nothing pending."""
         trigger = self.due(now, wall, closing)
         if trigger is not None:
             return trigger, 0.0
         if self.store.pending(self.integration_id) == 0:
             return None, None
         if self.holding(closing):
-            return "paused", None
+            return ("paused" if self.paused else "another_replica"), None
         if now < self.not_before:
             return "backoff", self.not_before - now
         waits = self._timers(now, wall)
@@ -197,6 +202,7 @@ class Buffer:
         metrics.oldest_pending_age.set_function(self.oldest_age)
         metrics.dead_letters_stored.set_function(store.dead_letter_count)
         metrics.export_ledger(self.ledger)
+        store.watch(self._changed)
 
     async def start(self) -> None:
         """Resume what the store holds: batches in flight when the last process stopped go back
@@ -210,14 +216,7 @@ class Buffer:
         held = set()
         for batch in await self.store.recover():
             held.add(batch.integration_id)
-            _log.warning(
-                "batch.recovered",
-                integration_id=batch.integration_id,
-                batch_id=batch.id,
-                size=len(batch.entries),
-                attempt=batch.attempt,
-                hold_seconds=self._recovery_hold,
-            )
+            self._recovered(batch)
         for integration_id in {*self.store.lanes(), *self.store.paused()}:
             lane = self._lane(integration_id)
             # As if its orders had just arrived: the lane flushes once it has been quiet for
@@ -227,6 +226,44 @@ class Buffer:
                 lane.not_before = now + self._recovery_hold
             lane.wake.set()
         self._housekeeping = asyncio.get_running_loop().create_task(self._prune(), name="store-prune")
+
+    def _changed(self, integration_ids: Iterable[int], took_over: bool) -> None:
+        """Another process changed these lanes (orders, pause, resume), or this one became the
+        flusher of a shared store: their timers restart as if the orders had just arrived."""
+        if self._closing:
+            return
+        now = self.clock.monotonic()
+        for integration_id in integration_ids:
+            lane = self._lane(integration_id)
+            lane.last_activity = now
+            lane.wake.set()
+        if took_over:
+            asyncio.get_running_loop().create_task(self._hold_recovered(), name="store-recover")
+
+    async def _hold_recovered(self) -> None:
+        """After a takeover: hold the lanes whose batch in flight another flusher took (its
+        request may still land), then let every lane flush."""
+        try:
+            recovered = await self.store.recover()
+        except StoreUnavailable as exc:
+            _log.error("lane.store_unavailable", cause=str(exc))
+            return
+        now = self.clock.monotonic()
+        for batch in recovered:
+            self._recovered(batch)
+            lane = self._lane(batch.integration_id)
+            lane.not_before = now + self._recovery_hold
+            lane.wake.set()
+
+    def _recovered(self, batch: Batch) -> None:
+        _log.warning(
+            "batch.recovered",
+            integration_id=batch.integration_id,
+            batch_id=batch.id,
+            size=len(batch.entries),
+            attempt=batch.attempt,
+            hold_seconds=self._recovery_hold,
+        )
 
     async def _prune(self) -> None:
         """Now and every `prune_seconds`: dead letters past their retention and expired delivery
@@ -274,7 +311,7 @@ class Buffer:
         )
         lane = self._lane(integration_id)
         result = await self.store.add(arrival)
-        if result is not AddResult.STALE:
+        if result is AddResult.BUFFERED or result is AddResult.COALESCED:
             lane.last_activity = self.clock.monotonic()
             # The lane's task only needs waking when this order changes what it waits for: a
             # lane that was empty has no timer yet, and a full one flushes now. Otherwise its
@@ -337,7 +374,6 @@ class Buffer:
             raise BufferClosed
         await self.store.set_paused(integration_id, paused)
         lane = self._lane(integration_id)
-        lane.paused = paused
         if not paused:
             lane.not_before = 0.0
         lane.wake.set()
@@ -351,7 +387,6 @@ class Buffer:
         lane = self._lanes.get(integration_id)
         if lane is None:
             lane = self._lanes[integration_id] = Lane(integration_id, self.store, self.settings)
-            lane.paused = integration_id in self.store.paused()
         if lane.task is None or lane.task.done():
             lane.task = asyncio.get_running_loop().create_task(self._run(lane), name=f"lane-{integration_id}")
         return lane
@@ -379,7 +414,9 @@ class Buffer:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
         store = self.store
-        unsent = {i: n for i in self._lanes if (n := store.pending(i) + store.in_flight(i))}
+        # with a store shared by replicas, a process that is not the flusher leaves its lanes'
+        # orders to the one that is: none of them is this process's to send
+        unsent = {i: n for i in self._lanes if store.flushing() and (n := store.pending(i) + store.in_flight(i))}
         if unsent:
             paused = sorted(i for i in unsent if self._lanes[i].paused)
             _log.error(

@@ -8,8 +8,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
 import uvicorn
@@ -18,6 +18,8 @@ from hypothesis import settings
 from service.logging import configure_logging
 from tests.postgres import pg_dsn, postgres  # noqa: F401 (fixtures: a real PostgreSQL server, a database per test)
 from tests.stores import new_store  # noqa: F401 (the fixture: every test that asks runs on each store)
+
+T = TypeVar("T")
 
 # Property tests explore new examples locally; in CI (CI=true) they replay a fixed sequence, so a
 # landing is never decided by a random draw. A failure prints the blob to reproduce it.
@@ -69,15 +71,22 @@ class ServerThread:
                 uvicorn.Config(beside, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=300)
             )
         self.thread = threading.Thread(target=self._run, daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def _run(self) -> None:
-        if self.beside is None:
-            self.server.run(sockets=[self.sock])
-            return
         asyncio.run(self._both())
 
+    def call(self, awaitable: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the server's loop (where the app's store lives) and return its result."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(awaitable, self.loop).result(timeout=30)
+
     async def _both(self) -> None:
-        assert self.beside is not None and self.beside_sock is not None
+        self.loop = asyncio.get_running_loop()
+        if self.beside is None:
+            await self.server.serve(sockets=[self.sock])
+            return
+        assert self.beside_sock is not None
         beside = asyncio.get_running_loop().create_task(self.beside.serve(sockets=[self.beside_sock]))
         try:
             await self.server.serve(sockets=[self.sock])
@@ -184,6 +193,10 @@ class Stack:
     @property
     def admin_url(self) -> str:
         return self.service_server.beside_url
+
+    def call(self, awaitable: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the service's loop, e.g. `call(state.store.dead_letters())`."""
+        return self.service_server.call(awaitable)
 
     def stop_service(self) -> None:
         self.service_server.__exit__()

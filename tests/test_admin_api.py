@@ -490,7 +490,7 @@ def test_sendclouds_words_echoing_a_name_reach_no_answer_page_history_or_log(sta
         deliver(started, order_body(91))
         admin(started, "POST", "/api/lanes/7/flush")
         wait_for(lambda: started.state.store.dead_letter_count() == 1)
-        (letter,) = started.state.store.dead_letters()
+        (letter,) = started.call(started.state.store.dead_letters())
         assert letter.detail == echo  # kept whole, in the store only
         cookies = {"order_bridge_admin": console_cookie(ADMIN_TOKEN)}
         answers = [

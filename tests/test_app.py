@@ -102,7 +102,7 @@ def test_unsupported_currency_is_dead_lettered(running: Any) -> None:
     body = (FIXTURES / "shopify" / "erp_addons__order_116901_pln_pl_paid_unfulfilled.json").read_bytes()
     answer = post(running.url, body, shopify_headers(body))
     assert (answer.status_code, answer.json()) == (200, {"status": "dead_lettered"})
-    letters = running.state.store.dead_letters()
+    letters = running.call(running.state.store.dead_letters())
     assert [(d.reason, d.integration_id) for d in letters] == [("unsupported_currency", 7)]
     assert_first_order_arrives(running)
 

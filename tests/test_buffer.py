@@ -331,7 +331,7 @@ async def test_rejected_orders_are_dead_lettered_the_rest_resent_at_once(new_sto
     with capture_logs() as logs:
         await clock.advance(1.0)
     assert [[o.order_id for o in b] for b in sender.batches] == [["a", "b", "c", "d"], ["b", "d"]]
-    letters = store.dead_letters()
+    letters = await store.dead_letters()
     assert [(d.order_id, d.reason, d.pointer) for d in letters] == [
         ("a", "sendcloud_rejected", "/data/attributes/[0]/order_id"),
         ("c", "sendcloud_rejected", "/data/attributes/[2]/shipping_address/name"),

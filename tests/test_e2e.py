@@ -199,7 +199,7 @@ def test_orders_sendcloud_refuses_are_dead_lettered_and_the_rest_arrive(stack: A
     wait_for(lambda: started.state.buffer.pending() == 0)
     assert [r.status for r in fake.requests] == [400, 201]
     assert [r.order_count for r in fake.requests] == [5, 3]
-    letters = started.state.store.dead_letters()
+    letters = started.call(started.state.store.dead_letters())
     assert sorted(d.order_id for d in letters) == ["30001", "30003"]
     assert {d.pointer for d in letters} == {
         "/data/attributes/[1]/payment_details/total_price/currency",

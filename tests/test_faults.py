@@ -69,7 +69,7 @@ def test_one_invalid_order_in_a_hundred(stack: Any) -> None:
     assert set(asyncio.run(post_all(started.url, batch))) == {200}
     wait_for(lambda: started.state.buffer.pending() == 0)
     assert [(r.status, r.order_count) for r in started.fake.requests] == [(400, 100), (201, 99)]
-    (letter,) = started.state.store.dead_letters()
+    (letter,) = started.call(started.state.store.dead_letters())
     assert letter.order_id == "1099" and letter.reason == "sendcloud_rejected"
     assert letter.pointer is not None and letter.pointer.startswith("/data/attributes/[")
     assert letter.pointer.endswith("/currency") and "GBP" not in letter.pointer and letter.detail
@@ -84,7 +84,7 @@ def test_several_invalid_orders_in_one_batch(stack: Any) -> None:
     batch = deliveries(range(2000, 2010)) + deliveries(range(2010, 2013), currency="EUR")
     assert set(asyncio.run(post_all(started.url, batch, concurrency=1))) == {200}
     wait_for(lambda: started.state.buffer.pending() == 0)
-    assert sorted(d.order_id for d in started.state.store.dead_letters()) == ["2010", "2011", "2012"]
+    assert sorted(d.order_id for d in started.call(started.state.store.dead_letters())) == ["2010", "2011", "2012"]
     assert [r.status for r in started.fake.requests] == [400, 201]
     assert_all_arrived(started, range(2000, 2010))
 

@@ -78,7 +78,7 @@ async def test_store_identifies_versions_by_value_with_a_stable_digest(new_store
     the JSON — the same value in any process, unlike `hash()`."""
     store = await new_store()
     await store.add(arrival("a", 10))
-    (entry,) = store.list_pending(7)
+    (entry,) = await store.list_pending(7)
     assert entry.key == (7, "a", ((T0 + timedelta(minutes=10)).timestamp(), 1))
     assert entry.digest == digest(encode_order(order("a", 10)).json) and len(entry.digest) == 16
     json = encode_order(order("a", 10)).json
@@ -139,12 +139,12 @@ async def test_store_holds_one_batch_per_lane_and_settles_only_it(new_store: Sto
     await store.add(arrival("a"))
     await store.add(arrival("b"))
     batch = await take(store, limit=1)
-    assert store.batch_in_flight(7) == batch
+    assert await store.batch_in_flight(7) == batch
     assert await take(store, batch_id="b2") == batch
     await store.settle(batch, sent(batch))
     with pytest.raises(RuntimeError):
         await store.settle(batch, sent(batch))
-    assert store.batch_in_flight(7) is None and await store.take(8, 10, batch_id="x", attempt=1) is None
+    assert await store.batch_in_flight(7) is None and await store.take(8, 10, batch_id="x", attempt=1) is None
 
 
 @pytest.mark.anyio
@@ -178,7 +178,7 @@ async def test_store_recover_puts_the_batch_in_flight_back_in_front(new_store: S
         await store.add(arrival(name))
     batch = await take(store, limit=2)
     assert await store.recover() == (batch,)
-    assert [e.order_id for e in store.list_pending(7)] == ["a", "b", "c"]
+    assert [e.order_id for e in await store.list_pending(7)] == ["a", "b", "c"]
     assert (store.in_flight(7), store.unsettled()) == (0, 3) and await store.recover() == ()
 
 
@@ -189,9 +189,9 @@ async def test_store_keeps_dead_letters_up_to_capacity_and_reports_evictions(new
     first = await store.add_dead_letters(letters[:2])
     assert first.evicted == () and [x.id for x in first.kept] == [1, 2]
     assert (await store.add_dead_letters(letters[2:])).evicted == (replace(letters[0], id=1),)
-    assert [d.order_id for d in store.dead_letters()] == ["1", "2"] and store.dead_letter_count() == 2
-    assert [d.id for d in store.dead_letters()] == [2, 3]  # ids only grow
-    assert store.dead_letters(integration_id=8) == []
+    assert [d.order_id for d in await store.dead_letters()] == ["1", "2"] and store.dead_letter_count() == 2
+    assert [d.id for d in await store.dead_letters()] == [2, 3]  # ids only grow
+    assert await store.dead_letters(integration_id=8) == []
 
 
 @pytest.mark.anyio
@@ -206,17 +206,17 @@ async def test_store_lists_dead_letters_by_filter_and_page(new_store: StoreFacto
         ]
     )
 
-    def ids(**filters: Any) -> list[str | None]:
-        return [d.order_id for d in store.dead_letters(**filters)]
+    async def ids(**filters: Any) -> list[str | None]:
+        return [d.order_id for d in await store.dead_letters(**filters)]
 
-    assert ids(integration_id=7) == ["a", "c", "d"]
-    assert ids(reason="sendcloud_rejected") == ["b", "c", "d"]
-    assert ids(since=250.0) == ["c", "d"]
-    first = store.dead_letters(integration_id=7, reason="sendcloud_rejected", limit=1)
+    assert await ids(integration_id=7) == ["a", "c", "d"]
+    assert await ids(reason="sendcloud_rejected") == ["b", "c", "d"]
+    assert await ids(since=250.0) == ["c", "d"]
+    first = await store.dead_letters(integration_id=7, reason="sendcloud_rejected", limit=1)
     assert [d.order_id for d in first] == ["c"]
-    assert ids(integration_id=7, reason="sendcloud_rejected", limit=1, after=first[-1].id) == ["d"]
-    assert ids(after=4) == [] and store.dead_letter(3) == store.dead_letters()[2]
-    assert store.dead_letter(99) is None
+    assert await ids(integration_id=7, reason="sendcloud_rejected", limit=1, after=first[-1].id) == ["d"]
+    assert await ids(after=4) == [] and await store.dead_letter(3) == (await store.dead_letters())[2]
+    assert await store.dead_letter(99) is None
 
 
 @pytest.mark.anyio
@@ -239,7 +239,7 @@ async def test_store_resolves_dead_letters_and_the_ledger_says_how(new_store: St
     again = await store.dead_letter_failed_again(2, "still JPY", 500.0)
     assert again is not None and (again.attempts, again.detail) == (1, "still JPY")
     assert await store.dead_letter_failed_again(3, "gone", 500.0) is None
-    assert [(d.id, d.attempts) for d in store.dead_letters()] == [(2, 1)]
+    assert [(d.id, d.attempts) for d in await store.dead_letters()] == [(2, 1)]
     ledger = store.ledger()
     assert (ledger.replayed, ledger.discarded) == (1, 1) and ledger.balanced
 
@@ -306,7 +306,7 @@ async def test_store_prune_drops_dead_letters_past_their_retention(new_store: St
     await store.add_dead_letters([old, young])
     assert await store.prune(1099.0) == 0
     assert await store.prune(1101.0) == 1
-    assert [x.order_id for x in store.dead_letters()] == ["b"] and store.dead_letter_count() == 1
+    assert [x.order_id for x in await store.dead_letters()] == ["b"] and store.dead_letter_count() == 1
 
 
 # ---------------------------------------------------------------- SQLite only
@@ -335,20 +335,25 @@ async def test_sqlite_file_holds_everything_after_the_process_is_gone(tmp_path: 
     the dead letters and the ledger."""
     path = tmp_path / "state.db"
     first = await _filled(path)
-    before = (first.ledger(), first.list_pending(7), first.batch_in_flight(7), first.dead_letters())
+    before = (first.ledger(), await first.list_pending(7), await first.batch_in_flight(7), await first.dead_letters())
     await first.close()
 
     again = SqliteStore.open(path)
     try:
-        assert (again.ledger(), again.list_pending(7), again.batch_in_flight(7), again.dead_letters()) == before
-        assert [e.order_id for e in again.list_pending(7)] == ["a", "b"]
-        in_flight = again.batch_in_flight(7)
+        assert (
+            again.ledger(),
+            await again.list_pending(7),
+            await again.batch_in_flight(7),
+            await again.dead_letters(),
+        ) == before
+        assert [e.order_id for e in await again.list_pending(7)] == ["a", "b"]
+        in_flight = await again.batch_in_flight(7)
         assert in_flight is not None and (in_flight.id, in_flight.attempt) == ("b1", 2)
         assert again.ledger().balanced and again.unsettled() == 3
         assert await again.add(arrival("c", 1)) is AddResult.STALE  # a repeat of the one sent
         assert await again.add(arrival("d", 1)) is AddResult.STALE  # a repeat of the one in flight
         fresh = await again.add(arrival("e", 1))
-        assert fresh is AddResult.BUFFERED and again.list_pending(7)[-1].seq > max(e.seq for e in before[1])
+        assert fresh is AddResult.BUFFERED and (await again.list_pending(7))[-1].seq > max(e.seq for e in before[1])
     finally:
         await again.close()
 
@@ -360,10 +365,12 @@ async def test_sqlite_recover_resends_the_batch_in_flight_first(tmp_path: Path) 
     store = SqliteStore.open(path)
     (recovered,) = await store.recover()
     assert recovered.id == "b1"
-    assert [e.order_id for e in store.list_pending(7)] == ["d", "a", "b"]
+    assert [e.order_id for e in await store.list_pending(7)] == ["d", "a", "b"]
     await store.close()
     store = SqliteStore.open(path)  # and that, too, is in the file
-    assert [e.order_id for e in store.list_pending(7)] == ["d", "a", "b"] and store.batch_in_flight(7) is None
+    assert [e.order_id for e in await store.list_pending(7)] == ["d", "a", "b"] and await store.batch_in_flight(
+        7
+    ) is None
     assert store.ledger().balanced
     await store.close()
 
@@ -396,7 +403,7 @@ async def test_sqlite_failed_commit_answers_unavailable_and_changes_nothing(tmp_
     assert all(isinstance(o, StoreUnavailable) for o in outcomes), outcomes
     assert "full" in str(outcomes[0]).lower()
     assert not store.available()
-    assert [e.order_id for e in store.list_pending(7)] == ["a"] and store.ledger().accepted == 1
+    assert [e.order_id for e in await store.list_pending(7)] == ["a"] and store.ledger().accepted == 1
     store._writer._connection.execute("PRAGMA max_page_count = 1073741823")
     assert await store.add(big[0]) is AddResult.BUFFERED
     assert store.available() and store.ledger().balanced
@@ -458,11 +465,11 @@ async def test_sqlite_upgrades_a_schema_1_file_keeping_what_it_holds(tmp_path: P
 
     store = SqliteStore.open(path)
     try:
-        assert [e.order_id for e in store.list_pending(7)] == ["a"]
-        flying = store.batch_in_flight(7)
+        assert [e.order_id for e in await store.list_pending(7)] == ["a"]
+        flying = await store.batch_in_flight(7)
         assert flying is not None and (flying.id, flying.attempt, flying.entries[0].order_id) == ("batch-1", 3, "b")
         assert flying.entries[0].order.data == body
-        assert [x.order_id for x in store.dead_letters()] == ["c"]
+        assert [x.order_id for x in await store.dead_letters()] == ["c"]
         assert store.ledger().accepted == 3 and store.ledger().balanced
         assert await store.add(arrival("z", 1)) is AddResult.BUFFERED  # the new tables take writes
     finally:
@@ -546,7 +553,7 @@ async def test_sqlite_dead_letter_keeps_its_webhook_body_in_the_file_until_prune
         7, "shopify", None, "unsupported_currency", "JPY", delivery_id="d-1", at=1000.0, webhook=webhook
     )
     await store.add_dead_letters([letter])
-    assert store.dead_letters()[0].webhook is None  # the mirror keeps metadata
+    assert (await store.dead_letters())[0].webhook is None  # the mirror keeps metadata
     with sqlite3.connect(path) as raw:
         (stored,) = raw.execute("SELECT webhook FROM dead_letters").fetchone()
     assert zlib.decompress(stored) == webhook
@@ -600,15 +607,15 @@ async def test_sqlite_file_keeps_what_the_admin_api_changed(tmp_path: Path) -> N
     await first.dead_letter_failed_again(1, "again", 10.0)
     await first.resolve_dead_letter(3, "discarded")
     await first.add(arrival("a", 1, received=time.time())._replace(order_number="#7"))
-    before = (first.dead_letters(), first.ledger())
+    before = (await first.dead_letters(), first.ledger())
     await first.close()
 
     again = SqliteStore.open(path)
     try:
-        assert (again.dead_letters(), again.ledger()) == before and again.paused() == frozenset({7})
+        assert (await again.dead_letters(), again.ledger()) == before and again.paused() == frozenset({7})
         assert [s.outcome for s in await again.history(7, order_number="#7")] == ["buffered"]
         await again.add_dead_letters([DeadLetter(7, "shopify", "x", "unsupported_currency", "JPY")])
-        assert again.dead_letters()[-1].id == 4
+        assert (await again.dead_letters())[-1].id == 4
     finally:
         await again.close()
 
@@ -621,7 +628,7 @@ async def test_a_replayed_letter_leaves_with_its_orders_arrival(new_store: Store
     await store.add_dead_letters([DeadLetter(7, "shopify", "a", "sendcloud_rejected", "x") for _ in range(2)])
     assert await store.add(arrival("a", 5)._replace(replay_of=1)) is AddResult.BUFFERED
     assert await store.add(arrival("a", 1)._replace(replay_of=2)) is AddResult.STALE
-    assert store.dead_letters() == [] and store.ledger().replayed == 2 and store.ledger().balanced
+    assert await store.dead_letters() == [] and store.ledger().replayed == 2 and store.ledger().balanced
     assert [s.event for s in await store.history(7, order_id="a")] == ["replayed", "replayed"]
 
 
@@ -638,11 +645,11 @@ async def test_sqlite_replay_is_one_commit(tmp_path: Path) -> None:
         await store.add(arrival("a", 5)._replace(replay_of=1))
     blocker.rollback()
     blocker.close()
-    assert [d.id for d in store.dead_letters()] == [1] and store.pending(7) == 0
+    assert [d.id for d in await store.dead_letters()] == [1] and store.pending(7) == 0
     assert await store.add(arrival("a", 5)._replace(replay_of=1)) is AddResult.BUFFERED
     await store.close()
     again = SqliteStore.open(path)
     try:
-        assert again.dead_letters() == [] and again.pending(7) == 1 and again.ledger().replayed == 1
+        assert await again.dead_letters() == [] and again.pending(7) == 1 and again.ledger().replayed == 1
     finally:
         await again.close()

@@ -188,7 +188,7 @@ async def list_dead_letters(request: Request) -> Response:
     chosen = parse_filter(params)
     limit = _integer("limit", params["limit"], 1, MAX_PAGE) if params.get("limit") else DEFAULT_PAGE
     after = _integer("cursor", params["cursor"], 0, 2**62) if params.get("cursor") else 0
-    letters = _state(request).store.dead_letters(
+    letters = await _state(request).store.dead_letters(
         chosen.integration_id, limit + 1, reason=chosen.reason, since=chosen.since, after=after
     )
     page, more = letters[:limit], len(letters) > limit
@@ -234,7 +234,9 @@ async def replay_many(request: Request) -> Response:
         return error(400, "invalid_body", f"expected a JSON object with integration_id, reason, since: {exc}")
     text = {k: str(v) for k, v in msgspec.structs.asdict(wanted).items() if v is not None}
     chosen = parse_filter(text)
-    letters = state.store.dead_letters(chosen.integration_id, MAX_BULK + 1, reason=chosen.reason, since=chosen.since)
+    letters = await state.store.dead_letters(
+        chosen.integration_id, MAX_BULK + 1, reason=chosen.reason, since=chosen.since
+    )
     counts = {"buffered": 0, "coalesced": 0, "stale": 0, "failed": 0, "not_replayable": 0, "gone": 0}
     results: list[ReplayResult | dict[str, object]] = []
     stopped: str | None = None
@@ -303,9 +305,9 @@ async def order_record(state: AppState, integration_id: int, key: str) -> OrderR
         return None
     order_ids = sorted({step.order_id for step in steps})
     wanted = set(order_ids)
-    letters = [x for x in store.dead_letters(integration_id) if x.order_id in wanted]
-    pending = {e.order_id for e in store.list_pending(integration_id, limit=store.pending(integration_id))}
-    flying = store.batch_in_flight(integration_id)
+    letters = [x for x in await store.dead_letters(integration_id) if x.order_id in wanted]
+    pending = {e.order_id for e in await store.list_pending(integration_id, limit=store.pending(integration_id))}
+    flying = await store.batch_in_flight(integration_id)
     in_flight = {e.order_id for e in flying.entries} if flying is not None else set()
     return OrderRecord(
         integration_id=integration_id,

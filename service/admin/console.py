@@ -74,11 +74,11 @@ async def dead_letters_page(request: Request) -> Response:
         after = int(cursor) if cursor.isascii() and cursor.isdigit() and len(cursor) <= 19 else 0
     except BadParameter as exc:
         return _page(request, "dead_letters.html", 400, problem=str(exc), letters=[], reasons=[], page="dead")
-    letters = state.store.dead_letters(
+    letters = await state.store.dead_letters(
         chosen.integration_id, DEFAULT_PAGE + 1, reason=chosen.reason, since=chosen.since, after=after
     )
     page, more = letters[:DEFAULT_PAGE], len(letters) > DEFAULT_PAGE
-    reasons = sorted({x.reason for x in state.store.dead_letters()})
+    reasons = sorted({x.reason for x in await state.store.dead_letters()})
     return _page(
         request,
         "dead_letters.html",

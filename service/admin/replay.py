@@ -76,7 +76,7 @@ async def replay(state: AppState, letter_id: int, busy: InProgress) -> ReplayRes
     or what `Buffer.add` raises (`BufferFull`, `BufferClosed`, `StoreUnavailable`: answered 503;
     the order and the letter are then as they were — the letter leaves in the order's commit)."""
     with busy.holding(letter_id):
-        letter = state.store.dead_letter(letter_id)
+        letter = await state.store.dead_letter(letter_id)
         if letter is None:
             return None
         integration = state.integrations.get(letter.integration_id)
@@ -100,7 +100,7 @@ async def replay(state: AppState, letter_id: int, busy: InProgress) -> ReplayRes
             letter.integration_id, letter.platform, order, received_at=at, replay_of=letter.id
         )
     status: Literal["buffered", "coalesced", "stale"] = (
-        "stale" if added is AddResult.STALE else "coalesced" if added is AddResult.COALESCED else "buffered"
+        "buffered" if added is AddResult.BUFFERED else "coalesced" if added is AddResult.COALESCED else "stale"
     )
     _log.info(
         "deadletter.replayed",

@@ -23,7 +23,7 @@ process) and `service.store.sqlite.SqliteStore` (one SQLite file; what committed
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, NamedTuple, Protocol
@@ -85,6 +85,9 @@ class AddResult(StrEnum):
     BUFFERED = "buffered"  # a new order in the lane
     COALESCED = "coalesced"  # replaced an older pending version of the same order
     STALE = "stale"  # older than what is pending, in flight or sent (or a repeat of it): dropped
+    #: its delivery id was taken by another process sharing the store (`seen_delivery` answers
+    #: for this one's): dropped, answered as a duplicate
+    DUPLICATE = "duplicate"
 
 
 class Arrival(NamedTuple):
@@ -286,6 +289,23 @@ class Store(Protocol):
     #: shutdown; with a store that forgets, it is flushed instead)
     durable: bool
 
+    async def connect(self) -> None:
+        """Before first use, in the event loop that will use the store: reach what it keeps (a
+        database server); `StoreOpenError` when it cannot be used. Nothing to do for a file."""
+        ...
+
+    def flushing(self) -> bool:
+        """True while this process may send the store's lanes: always, but with a store shared
+        by replicas only while it holds the account's flusher lease."""
+        ...
+
+    def watch(self, changed: Callable[[Iterable[int], bool], None]) -> None:
+        """Call `changed(integration_ids, took_over)` when other processes changed lanes (new
+        orders, a pause or a resume) — and with every lane and `took_over` when this process
+        became the flusher: it then calls `recover()` to learn which batches to hold. A store
+        nobody else writes never calls it."""
+        ...
+
     async def add(self, arrival: Arrival) -> AddResult:
         """Number the version and keep it, unless it is stale; the ledger counts it. The
         arrival's delivery id is remembered for dedupe either way, and the dead letter it
@@ -388,13 +408,13 @@ class Store(Protocol):
 
     # ---- reads for an admin view
 
-    def list_pending(self, integration_id: int, limit: int = 100) -> list[Entry]:
+    async def list_pending(self, integration_id: int, limit: int = 100) -> list[Entry]:
         """The lane's pending entries, oldest first."""
         ...
 
-    def batch_in_flight(self, integration_id: int) -> Batch | None: ...
+    async def batch_in_flight(self, integration_id: int) -> Batch | None: ...
 
-    def dead_letters(
+    async def dead_letters(
         self,
         integration_id: int | None = None,
         limit: int | None = None,
@@ -407,7 +427,7 @@ class Store(Protocol):
         `since`, with an id above `after` (the paging cursor)."""
         ...
 
-    def dead_letter(self, letter_id: int) -> DeadLetter | None: ...
+    async def dead_letter(self, letter_id: int) -> DeadLetter | None: ...
 
     def dead_letter_count(self) -> int: ...
 

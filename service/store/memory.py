@@ -16,7 +16,7 @@ size only builds up when Sendcloud cannot keep up, so normal operation never pay
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from service.dedupe import SeenDeliveries
@@ -83,7 +83,7 @@ class MemoryStore:
         self._letter_seq = 0
         self._accepted = self._sent = self._superseded = self._dead_lettered = 0
         self._replayed = self._discarded = 0
-        self._paused: set[int] = set()
+        self._paused: frozenset[int] = frozenset()
         #: (integration id, order id) → its history, the least recently changed order first (tuples
         #: of untracked Structs: the garbage collector stops tracking them)
         self._history: OrderedDict[tuple[int, str], tuple[HistoryEvent, ...]] = OrderedDict()
@@ -97,6 +97,15 @@ class MemoryStore:
         return lane
 
     # ------------------------------------------------------------ writes
+
+    async def connect(self) -> None:
+        """Nothing to reach: the orders are in this process."""
+
+    def flushing(self) -> bool:
+        return True
+
+    def watch(self, changed: Callable[[Iterable[int], bool], None]) -> None:
+        """Nobody else writes this process's memory: `changed` is never called."""
 
     async def add(self, arrival: Arrival) -> AddResult:
         lane = self._lane(arrival.integration_id)
@@ -233,10 +242,7 @@ class MemoryStore:
         return letter.webhook if letter is not None else None
 
     async def set_paused(self, integration_id: int, paused: bool) -> None:
-        if paused:
-            self._paused.add(integration_id)
-        else:
-            self._paused.discard(integration_id)
+        self._paused = self._paused | {integration_id} if paused else self._paused - {integration_id}
 
     def record_history(self, events: Sequence[HistoryEvent]) -> None:
         if self._history_to is not None:
@@ -356,7 +362,7 @@ class MemoryStore:
             self._discarded,
         )
 
-    def list_pending(self, integration_id: int, limit: int = 100) -> list[Entry]:
+    async def list_pending(self, integration_id: int, limit: int = 100) -> list[Entry]:
         lane = self._lanes.get(integration_id)
         if lane is None:
             return []
@@ -367,11 +373,11 @@ class MemoryStore:
             entries.append(entry)
         return entries
 
-    def batch_in_flight(self, integration_id: int) -> Batch | None:
+    async def batch_in_flight(self, integration_id: int) -> Batch | None:
         lane = self._lanes.get(integration_id)
         return lane.flying if lane is not None else None
 
-    def dead_letters(
+    async def dead_letters(
         self,
         integration_id: int | None = None,
         limit: int | None = None,
@@ -403,14 +409,14 @@ class MemoryStore:
                 break
         yield from letters
 
-    def dead_letter(self, letter_id: int) -> DeadLetter | None:
+    async def dead_letter(self, letter_id: int) -> DeadLetter | None:
         return self._letters.get(letter_id)
 
     def dead_letter_count(self) -> int:
         return len(self._letters)
 
     def paused(self) -> frozenset[int]:
-        return frozenset(self._paused)
+        return self._paused
 
 
 def received(arrival: Arrival, result: AddResult) -> HistoryEvent:

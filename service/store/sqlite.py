@@ -33,7 +33,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -611,7 +611,7 @@ class SqliteStore:
             # ids only grow, even past a deleted last letter (AUTOINCREMENT keeps the highest)
             highest = reader.execute("SELECT seq FROM sqlite_sequence WHERE name = 'dead_letters'").fetchone()
             mem._letter_seq = highest[0] if highest else 0
-            mem._paused = {row[0] for row in reader.execute("SELECT integration_id FROM paused_lanes")}
+            mem._paused = frozenset(row[0] for row in reader.execute("SELECT integration_id FROM paused_lanes"))
             deliveries = mem._deliveries
             newest = reader.execute(
                 "SELECT key, expires_at FROM deliveries WHERE expires_at > ? ORDER BY rowid DESC LIMIT ?",
@@ -661,6 +661,15 @@ class SqliteStore:
             ("seq", mem._seq),
             ("sent_seq", self._sent_seq),
         )
+
+    async def connect(self) -> None:
+        """Nothing to reach: the file was opened by `open`."""
+
+    def flushing(self) -> bool:
+        return True
+
+    def watch(self, changed: Callable[[Iterable[int], bool], None]) -> None:
+        """Nobody else writes the file (one process per file): `changed` is never called."""
 
     async def add(self, arrival: Arrival) -> AddResult:
         lane = self._mem._lane(arrival.integration_id)
@@ -992,13 +1001,13 @@ class SqliteStore:
     def ledger(self) -> Ledger:
         return self._mem.ledger()
 
-    def list_pending(self, integration_id: int, limit: int = 100) -> list[Entry]:
-        return self._mem.list_pending(integration_id, limit)
+    async def list_pending(self, integration_id: int, limit: int = 100) -> list[Entry]:
+        return await self._mem.list_pending(integration_id, limit)
 
-    def batch_in_flight(self, integration_id: int) -> Batch | None:
-        return self._mem.batch_in_flight(integration_id)
+    async def batch_in_flight(self, integration_id: int) -> Batch | None:
+        return await self._mem.batch_in_flight(integration_id)
 
-    def dead_letters(
+    async def dead_letters(
         self,
         integration_id: int | None = None,
         limit: int | None = None,
@@ -1007,10 +1016,10 @@ class SqliteStore:
         since: float | None = None,
         after: int = 0,
     ) -> list[DeadLetter]:
-        return self._mem.dead_letters(integration_id, limit, reason=reason, since=since, after=after)
+        return await self._mem.dead_letters(integration_id, limit, reason=reason, since=since, after=after)
 
-    def dead_letter(self, letter_id: int) -> DeadLetter | None:
-        return self._mem.dead_letter(letter_id)
+    async def dead_letter(self, letter_id: int) -> DeadLetter | None:
+        return await self._mem.dead_letter(letter_id)
 
     def dead_letter_count(self) -> int:
         return self._mem.dead_letter_count()
