@@ -30,7 +30,7 @@ from service.store.postgres import (
 )
 from tests.versions import T0, arrival
 
-BUFFERED, COALESCED, STALE = AddResult.BUFFERED, AddResult.COALESCED, AddResult.STALE
+BUFFERED, COALESCED, STALE, DUPLICATE = AddResult.BUFFERED, AddResult.COALESCED, AddResult.STALE, AddResult.DUPLICATE
 
 
 @pytest.fixture
@@ -136,13 +136,18 @@ async def test_replicas_racing_keep_the_newest_version_of_every_order(pool: asyn
 
 @pytest.mark.anyio
 async def test_delivery_ids_are_shared_by_every_replica(pool: asyncpg.Pool) -> None:
-    """A delivery id taken by one replica is in the database for all of them, until its TTL
-    (a retry of one delivery within a group is written once)."""
+    """A delivery id taken by one replica is in the database for all of them, until its TTL: a
+    retry, in the same group or at another replica, is a duplicate and changes nothing."""
     first = arrival("a", 1, received=1000.0)._replace(delivery_id="d-1")
     retried = arrival("a", 1, received=1010.0)._replace(delivery_id="d-1")
     async with pool.acquire() as a, pool.acquire() as b:
-        assert await accept(a, [first, retried], dedupe_ttl=60.0) == [BUFFERED, STALE]
-        assert await b.fetchval("SELECT expires_at FROM deliveries WHERE key = '7:d-1'") == 1070.0
+        assert await accept(a, [first, retried], dedupe_ttl=60.0) == [BUFFERED, DUPLICATE]
+        assert await b.fetchval("SELECT expires_at FROM deliveries WHERE key = '7:d-1'") == 1060.0
+        # another replica: a retry within the TTL is a duplicate, after it a new delivery
+        newer = arrival("a", 2, received=1059.0)._replace(delivery_id="d-1")
+        assert await accept(b, [newer], dedupe_ttl=60.0) == [DUPLICATE]
+        assert await accept(b, [newer._replace(received_at=1060.0)], dedupe_ttl=60.0) == [COALESCED]
+        assert await b.fetchval("SELECT expires_at FROM deliveries WHERE key = '7:d-1'") == 1120.0
         assert await accept(b, [arrival("b", 1, received=1020.0)._replace(delivery_id="d-2")]) == [BUFFERED]
         keys = await a.fetch("SELECT key FROM deliveries ORDER BY key")
     assert [row["key"] for row in keys] == ["7:d-1", "7:d-2"]

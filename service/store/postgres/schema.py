@@ -74,6 +74,26 @@ MIGRATIONS: tuple[str, ...] = (
         attempts INTEGER NOT NULL DEFAULT 0
     );
     """,
+    # 2: what a Store needs beyond orders, and ledger counts that replicas add without waiting
+    # for each other (a delta row per transaction, folded into `counters` by `fold_counts`)
+    """
+    CREATE TABLE counter_deltas (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, value BIGINT NOT NULL);
+    CREATE TABLE paused_lanes (integration_id BIGINT PRIMARY KEY);
+    CREATE TABLE history (
+        id BIGSERIAL PRIMARY KEY,
+        integration_id BIGINT NOT NULL,
+        order_id TEXT NOT NULL,
+        order_number TEXT,
+        at DOUBLE PRECISION NOT NULL,
+        step BYTEA NOT NULL                  -- a HistoryEvent as JSON: ids, times, outcomes only
+    );
+    CREATE INDEX history_by_order ON history (integration_id, order_id);
+    CREATE INDEX history_by_number ON history (integration_id, order_number) WHERE order_number IS NOT NULL;
+    CREATE INDEX history_by_time ON history (at);
+    CREATE INDEX dead_letters_by_time ON dead_letters (at);
+    CREATE INDEX deliveries_by_expiry ON deliveries (expires_at);
+    CREATE INDEX orders_by_generation ON orders (f_generation) WHERE f_seq IS NOT NULL;
+    """,
 )
 
 #: any number, the same in every replica: the advisory lock that serialises migrations

@@ -30,10 +30,15 @@ from service.store.postgres.schema import Connection
 
 __all__ = [
     "CHANNEL",
+    "COUNTERS",
     "LaneCounts",
     "accept",
+    "accept_rows",
+    "count",
+    "fold_counts",
     "lane_snapshot",
     "ledger_counts",
+    "remember_deliveries",
     "settle",
     "take",
     "taken_by",
@@ -80,13 +85,26 @@ RETURNING o.integration_id, o.order_id, o.replaced_pending
 async def accept(
     connection: Connection, arrivals: Sequence[Arrival], *, dedupe_ttl: float = 86_400.0
 ) -> list[AddResult]:
-    """Keep each arrival that is newer than its order's pending, in-flight and sent versions,
-    in one transaction (one multi-row statement per round); the delivery ids are remembered (for
-    `dedupe_ttl` seconds from receipt) and the ledger counted in the same transaction. Returns
-    each arrival's result, in order."""
+    """`accept_rows` in a transaction of its own."""
+    async with connection.transaction():
+        return await accept_rows(connection, arrivals, dedupe_ttl=dedupe_ttl)
+
+
+async def accept_rows(
+    connection: Connection, arrivals: Sequence[Arrival], *, dedupe_ttl: float = 86_400.0
+) -> list[AddResult]:
+    """Inside the caller's transaction: keep each arrival that is newer than its order's pending,
+    in-flight and sent versions (one multi-row statement per round), unless its delivery id was
+    taken already (by any replica, within `dedupe_ttl` of its receipt: `DUPLICATE`); the delivery
+    ids are remembered and the ledger counted. Returns each arrival's result, in order."""
+    results: list[AddResult] = [AddResult.STALE] * len(arrivals)
+    taken = await _take_deliveries(connection, arrivals, dedupe_ttl)
     rounds: list[list[int]] = []
     seen: dict[tuple[int, str], int] = {}
     for index, arrival in enumerate(arrivals):
+        if arrival.delivery_id and index not in taken:
+            results[index] = AddResult.DUPLICATE
+            continue
         key = (arrival.integration_id, arrival.order.order_id)
         depth = seen.get(key, 0)
         seen[key] = depth + 1
@@ -97,45 +115,71 @@ async def accept(
     # as every replica takes them, two groups can never wait for each other in a circle.
     for members in rounds:
         members.sort(key=lambda i: (arrivals[i].integration_id, arrivals[i].order.order_id))
-    results: list[AddResult] = [AddResult.STALE] * len(arrivals)
-    async with connection.transaction():
-        for members in rounds:
-            batch = [arrivals[i] for i in members]
-            rows = await connection.fetch(
-                _ACCEPT,
-                [a.integration_id for a in batch],
-                [a.order.order_id for a in batch],
-                [a.platform for a in batch],
-                [a.updated_at for a in batch],
-                [digest(a.order.json) for a in batch],
-                [a.order.json for a in batch],
-                [a.received_at for a in batch],
-                [a.delivery_id for a in batch],
-            )
-            kept = {(row["integration_id"], row["order_id"]): row for row in rows}
-            for i in members:
-                row = kept.get((arrivals[i].integration_id, arrivals[i].order.order_id))
-                if row is not None:  # a new row was not replacing anything: replaced_pending is false
-                    results[i] = AddResult.COALESCED if row["replaced_pending"] else AddResult.BUFFERED
-        # one row per delivery id (a statement may not update one row twice), the latest expiry
-        deliveries = {
-            f"{a.integration_id}:{a.delivery_id}": a.received_at + dedupe_ttl for a in arrivals if a.delivery_id
+    for members in rounds:
+        batch = [arrivals[i] for i in members]
+        rows = await connection.fetch(
+            _ACCEPT,
+            [a.integration_id for a in batch],
+            [a.order.order_id for a in batch],
+            [a.platform for a in batch],
+            [a.updated_at for a in batch],
+            [digest(a.order.json) for a in batch],
+            [a.order.json for a in batch],
+            [a.received_at for a in batch],
+            [a.delivery_id for a in batch],
+        )
+        kept = {(row["integration_id"], row["order_id"]): row for row in rows}
+        for i in members:
+            row = kept.get((arrivals[i].integration_id, arrivals[i].order.order_id))
+            if row is not None:  # a new row was not replacing anything: replaced_pending is false
+                results[i] = AddResult.COALESCED if row["replaced_pending"] else AddResult.BUFFERED
+    accepted = sum(result is AddResult.BUFFERED or result is AddResult.COALESCED for result in results)
+    superseded = sum(result is AddResult.COALESCED for result in results)
+    await count(connection, accepted=accepted, superseded=superseded)
+    changed = sorted(
+        {
+            a.integration_id
+            for a, r in zip(arrivals, results, strict=True)
+            if r in (AddResult.BUFFERED, AddResult.COALESCED)
         }
-        if deliveries:
-            keys = sorted(deliveries)
-            await connection.execute(
-                "INSERT INTO deliveries (key, expires_at) SELECT * FROM unnest($1::text[], $2::float8[]) "
-                "ON CONFLICT (key) DO UPDATE SET expires_at = greatest(deliveries.expires_at, excluded.expires_at)",
-                keys,
-                [deliveries[key] for key in keys],
-            )
-        accepted = sum(result is not AddResult.STALE for result in results)
-        superseded = sum(result is AddResult.COALESCED for result in results)
-        await _count(connection, accepted=accepted, superseded=superseded)
-        changed = sorted({a.integration_id for a, r in zip(arrivals, results, strict=True) if r is not AddResult.STALE})
-        if changed:  # delivered when this transaction commits, never if it rolls back
-            await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, ",".join(map(str, changed)))
+    )
+    if changed:  # delivered when the transaction commits, never if it rolls back
+        await connection.execute("SELECT pg_notify($1, $2)", CHANNEL, ",".join(map(str, changed)))
     return results
+
+
+async def _take_deliveries(connection: Connection, arrivals: Sequence[Arrival], ttl: float) -> set[int]:
+    """Remember the arrivals' delivery ids for `ttl` from receipt; returns the indexes of the
+    arrivals that took theirs — new, or expired by their receipt. Another arrival with the same
+    id (a retry, in this group or already in the table) did not. Keys in sorted order: the rows
+    are locked in one order by every replica."""
+    first: dict[str, int] = {}
+    for index, arrival in enumerate(arrivals):
+        if arrival.delivery_id:
+            first.setdefault(f"{arrival.integration_id}:{arrival.delivery_id}", index)
+    if not first:
+        return set()
+    keys = sorted(first)
+    rows = await connection.fetch(
+        "INSERT INTO deliveries AS d (key, expires_at) SELECT * FROM unnest($1::text[], $2::float8[]) "
+        "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
+        "WHERE d.expires_at <= excluded.expires_at - $3::float8 RETURNING key",
+        keys,
+        [arrivals[first[key]].received_at + ttl for key in keys],
+        ttl,
+    )
+    return {first[row["key"]] for row in rows}
+
+
+async def remember_deliveries(connection: Connection, expiries: dict[str, float]) -> None:
+    """Delivery ids of webhooks that did not reach `accept` (an ignored topic, a dead letter)."""
+    keys = sorted(expiries)
+    await connection.execute(
+        "INSERT INTO deliveries AS d (key, expires_at) SELECT * FROM unnest($1::text[], $2::float8[]) "
+        "ON CONFLICT (key) DO UPDATE SET expires_at = greatest(d.expires_at, excluded.expires_at)",
+        keys,
+        [expiries[key] for key in keys],
+    )
 
 
 #: the channel `accept` notifies with the integration ids that got a version: the leader's
@@ -170,18 +214,44 @@ async def lane_snapshot(connection: Connection) -> dict[int, LaneCounts]:
     }
 
 
-async def _count(connection: Connection, **deltas: int) -> None:
-    """Add to the ledger's counters, one row at a time in name order: every transaction locks
-    them in that one order (a single UPDATE locks them in the order they lie on disk, which
-    changes: two replicas then deadlock)."""
-    for name in sorted(deltas):
-        if deltas[name]:
-            await connection.execute("UPDATE counters SET value = value + $2 WHERE name = $1", name, deltas[name])
+#: the ledger's counters (`counters` holds their folded values)
+COUNTERS = ("accepted", "sent", "superseded", "dead_lettered", "replayed", "discarded")
+
+
+async def count(connection: Connection, **deltas: int) -> None:
+    """Add to the ledger's counters: a delta row each, so replicas counting at once never wait
+    for each other on one hot row (`fold_counts` folds them in now and then)."""
+    names = [name for name in sorted(deltas) if deltas[name]]
+    if names:
+        await connection.execute(
+            "INSERT INTO counter_deltas (name, value) SELECT * FROM unnest($1::text[], $2::bigint[])",
+            names,
+            [deltas[name] for name in names],
+        )
+
+
+async def fold_counts(connection: Connection) -> None:
+    """Fold the delta rows into `counters` in one statement: a reader sees either the rows or
+    their sum, never both."""
+    await connection.execute(
+        """
+        WITH moved AS (DELETE FROM counter_deltas RETURNING name, value),
+             sums AS (SELECT name, sum(value)::bigint AS value FROM moved GROUP BY name)
+        UPDATE counters AS c SET value = c.value + sums.value FROM sums WHERE c.name = sums.name
+        """
+    )
 
 
 async def ledger_counts(connection: Connection) -> dict[str, int]:
-    """The ledger's counters, and the unsettled versions (pending and in flight) counted."""
-    counts = {row["name"]: int(row["value"]) for row in await connection.fetch("SELECT name, value FROM counters")}
+    """The ledger's counters, and the unsettled versions (pending and in flight) counted. Call
+    it in a repeatable-read transaction for a consistent ledger."""
+    counts = {
+        row["name"]: int(row["value"])
+        for row in await connection.fetch(
+            "SELECT c.name, c.value + coalesce((SELECT sum(d.value) FROM counter_deltas AS d "
+            "WHERE d.name = c.name), 0) AS value FROM counters AS c"
+        )
+    }
     counts["pending"] = int(
         await connection.fetchval(
             "SELECT count(*) FILTER (WHERE p_seq IS NOT NULL) + count(*) FILTER (WHERE f_seq IS NOT NULL) FROM orders"
@@ -366,6 +436,6 @@ async def settle(connection: Connection, lease: Lease, batch: Batch, settlement:
                 batch.id,
             )
             superseded = sum(bool(row["replaced_pending"]) for row in placed)
-        await _count(connection, sent=len(sent), dead_lettered=len(dead), superseded=superseded)
+        await count(connection, sent=len(sent), dead_lettered=len(dead), superseded=superseded)
     letters = tuple(replace(letter, id=int(letter_id)) for letter, letter_id in zip(settlement.dead, kept, strict=True))
     return Settled(superseded, (), letters)
