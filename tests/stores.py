@@ -1,5 +1,6 @@
-"""The stores that buffer-semantics tests run against: every test taking `new_store` runs once
-on the memory store and once on a SQLite file in the test's temporary folder."""
+"""The stores that buffer-semantics tests run against: every test taking `new_store` runs on the
+memory store, on a SQLite file in the test's temporary folder and on a fresh database of the
+test session's PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -11,19 +12,24 @@ import pytest
 
 from service.store import Store, StoreSettings
 from service.store.memory import MemoryStore
+from service.store.postgres.store import PostgresStore
 from service.store.sqlite import SqliteStore
 
 __all__ = ["KINDS", "StoreFactory", "new_store", "open_store"]
 
-KINDS = ("memory", "sqlite")
+KINDS = ("memory", "sqlite", "postgres")
 StoreFactory = Callable[..., Awaitable[Any]]
 
 
-async def open_store(kind: str, path: Path, **options: Any) -> MemoryStore | SqliteStore:
-    """A store of `kind`; `options` are `StoreSettings` fields."""
+async def open_store(kind: str, path: Path, dsn: str = "", **options: Any) -> Store:
+    """A store of `kind` (a PostgreSQL one on the database `dsn`); `options` are `StoreSettings` fields."""
     settings = StoreSettings(**options)
     if kind == "memory":
         return MemoryStore(settings)
+    if kind == "postgres":
+        store = PostgresStore(dsn, account="test-account", settings=settings)
+        await store.connect()
+        return store
     return SqliteStore.open(path, synchronous="normal", settings=settings)
 
 
@@ -31,9 +37,10 @@ async def open_store(kind: str, path: Path, **options: Any) -> MemoryStore | Sql
 async def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
     """`await new_store(**options)`: a fresh store of this run's kind (closed after the test)."""
     opened: list[Store] = []
+    dsn = request.getfixturevalue("pg_dsn") if request.param == "postgres" else ""
 
-    async def factory(**options: Any) -> MemoryStore | SqliteStore:
-        store = await open_store(request.param, tmp_path / f"store-{len(opened)}.db", **options)
+    async def factory(**options: Any) -> Any:
+        store = await open_store(request.param, tmp_path / f"store-{len(opened)}.db", dsn, **options)
         opened.append(store)
         return store
 

@@ -486,6 +486,7 @@ async def test_ledger_balances_through_coalescing_retries_and_refusals(new_store
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("new_store", ["memory", "sqlite"], indirect=True)  # PostgreSQL keeps none in memory
 async def test_a_backlog_is_kept_compressed_and_sent_intact(new_store: StoreFactory) -> None:
     """Past `compress_share` of max_pending new orders are stored compressed; batches carry the same JSON."""
     sender = ScriptedSender()

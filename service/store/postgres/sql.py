@@ -31,10 +31,12 @@ from service.store.postgres.schema import Connection
 __all__ = [
     "CHANNEL",
     "COUNTERS",
+    "ENTRY_COLUMNS",
     "LaneCounts",
     "accept",
     "accept_rows",
     "count",
+    "entries",
     "fold_counts",
     "lane_snapshot",
     "ledger_counts",
@@ -260,13 +262,14 @@ async def ledger_counts(connection: Connection) -> dict[str, int]:
     return counts
 
 
-_ENTRY = (
+ENTRY_COLUMNS = (
     "order_id, platform, f_index, f_batch, f_attempt, f_seq, f_updated_at, f_digest, f_body, "
     "f_received_at, f_delivery_id"
 )
 
 
-def _entries(integration_id: int, rows: Sequence[Any]) -> tuple[Entry, ...]:
+def entries(integration_id: int, rows: Sequence[Any]) -> tuple[Entry, ...]:
+    """A batch's entries from its rows' `ENTRY_COLUMNS`, in batch order."""
     ordered = sorted(rows, key=lambda row: row["f_index"])
     return tuple(
         Entry(
@@ -311,10 +314,10 @@ async def take(
         await fence(connection, lease, now=now)
         await _lane_lock(connection, integration_id)
         flying = await connection.fetch(
-            f"SELECT {_ENTRY} FROM orders WHERE integration_id = $1 AND f_seq IS NOT NULL", integration_id
+            f"SELECT {ENTRY_COLUMNS} FROM orders WHERE integration_id = $1 AND f_seq IS NOT NULL", integration_id
         )
         if flying:
-            return Batch(flying[0]["f_batch"], integration_id, _entries(integration_id, flying), flying[0]["f_attempt"])
+            return Batch(flying[0]["f_batch"], integration_id, entries(integration_id, flying), flying[0]["f_attempt"])
         chosen = [
             row["order_id"]
             for row in await connection.fetch(
@@ -337,7 +340,7 @@ async def take(
                 p_received_at = NULL, p_delivery_id = NULL, p_position = NULL
             FROM unnest($2::text[]) WITH ORDINALITY AS t(order_id, idx)
             WHERE o.integration_id = $1 AND o.order_id = t.order_id AND o.p_seq IS NOT NULL AND o.f_seq IS NULL
-            RETURNING {", ".join("o." + column.strip() for column in _ENTRY.split(","))}
+            RETURNING {", ".join("o." + column.strip() for column in ENTRY_COLUMNS.split(","))}
             """,
             integration_id,
             chosen,
@@ -345,7 +348,7 @@ async def take(
             attempt,
             lease.generation,
         )
-    return Batch(batch_id, integration_id, _entries(integration_id, moved), attempt)
+    return Batch(batch_id, integration_id, entries(integration_id, moved), attempt)
 
 
 async def taken_by(connection: Connection, integration_id: int) -> int | None:
