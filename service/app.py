@@ -32,6 +32,7 @@ from service.config import Config, ConfigError, IntegrationConfig, load_config
 from service.deadletters import record_dead_letters
 from service.fake_sendcloud import FakeSendcloud
 from service.fake_sendcloud import create_app as create_fake_app
+from service.lease import account_key
 from service.metrics import Metrics
 from service.openapi import document_json
 from service.ratelimit import RateLimiter
@@ -454,7 +455,13 @@ def create_app(
         dedupe_ttl=bc.dedupe_ttl_seconds,
         dedupe_max_entries=bc.dedupe_max_entries,
     )
-    store = open_store(config.store.url, synchronous=config.store.synchronous, settings=kept)
+    store = open_store(
+        config.store.url,
+        synchronous=config.store.synchronous,
+        settings=kept,
+        account=account_key(public_key),
+        password_file=config.store.password_file,
+    )
     buffer = Buffer(
         settings,
         client,

@@ -42,6 +42,7 @@ from service.store import (
     Entry,
     HistoryEvent,
     Ledger,
+    NotFlusher,
     Settlement,
     Store,
     StoreUnavailable,
@@ -237,22 +238,26 @@ class Buffer:
             lane = self._lane(integration_id)
             lane.last_activity = now
             lane.wake.set()
-        if took_over:
+        if took_over:  # the store does not let this process flush before it recovered
             asyncio.get_running_loop().create_task(self._hold_recovered(), name="store-recover")
 
     async def _hold_recovered(self) -> None:
-        """After a takeover: hold the lanes whose batch in flight another flusher took (its
-        request may still land), then let every lane flush."""
-        try:
-            recovered = await self.store.recover()
-        except StoreUnavailable as exc:
-            _log.error("lane.store_unavailable", cause=str(exc))
-            return
+        """After a takeover: put back what the last flusher left in flight and hold those lanes
+        (its request may still land), then let every lane flush."""
+        while True:
+            try:
+                recovered = await self.store.recover()
+                break
+            except StoreUnavailable as exc:  # the store does not flush until this succeeds
+                _log.error("lane.store_unavailable", cause=str(exc))
+                await self.clock.wait(self._closed, self._backoff(1, None))
+                if self._closing:
+                    return
         now = self.clock.monotonic()
         for batch in recovered:
             self._recovered(batch)
-            lane = self._lane(batch.integration_id)
-            lane.not_before = now + self._recovery_hold
+            self._lane(batch.integration_id).not_before = now + self._recovery_hold
+        for lane in self._lanes.values():
             lane.wake.set()
 
     def _recovered(self, batch: Batch) -> None:
@@ -435,6 +440,9 @@ class Buffer:
             if trigger is not None:
                 try:
                     await self._flush(lane, trigger)
+                except NotFlusher as exc:  # the lease went elsewhere: that replica sends the lane
+                    _log.warning("lane.not_flusher", integration_id=lane.integration_id, cause=str(exc))
+                    lane.not_before = self.clock.monotonic() + self._backoff(1, None)
                 except StoreUnavailable as exc:  # nothing changed; the lane tries again after a pause
                     _log.error("lane.store_unavailable", integration_id=lane.integration_id, cause=str(exc))
                     lane.not_before = self.clock.monotonic() + self._backoff(lane.attempts + 1, None)
@@ -454,6 +462,11 @@ class Buffer:
             lane.integration_id, self.settings.max_batch, batch_id=uuid.uuid4().hex[:16], attempt=lane.attempts + 1
         )
         if batch is None:
+            return
+        if not self.store.flushing():
+            # the lease ran out while the batch was taken: it stays in flight for the next
+            # flusher, which holds it as a recovered batch before sending it again
+            _log.warning("batch.abandoned", integration_id=lane.integration_id, batch_id=batch.id)
             return
         _log.info(
             "batch.flush",

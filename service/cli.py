@@ -100,9 +100,15 @@ def _check_config(args: argparse.Namespace) -> int:
 def _report_store(url: str) -> int:
     """What the store holds, read without changing it: a newcomer's first look after a crash."""
     from service.store import StoreOpenError
-    from service.store.factory import sqlite_path
+    from service.store.factory import is_postgres, sqlite_path
+    from service.store.postgres.store import redacted
     from service.store.sqlite import summarize
 
+    if is_postgres(url):
+        sys.stdout.write(
+            f"store: {redacted(url)} (PostgreSQL, shared by the replicas; not contacted by check-config)\n"
+        )
+        return 0
     path = sqlite_path(url)
     if path is None:
         sys.stdout.write(f"store: {url} (the process's memory: nothing survives a restart)\n")
@@ -184,12 +190,12 @@ def _serve(args: argparse.Namespace) -> int:
     # (40 ms pauses at full load without this; docs/benchmarks.md).
     gc.collect()
     gc.freeze()
-    if admin is None:
-        server.run()
-        return 0
 
     async def both() -> None:
         """The admin listener lives as long as the webhook server, which owns the signals."""
+        if admin is None:
+            await server.serve()
+            return
         listening = asyncio.get_running_loop().create_task(admin.serve(sockets=[admin_socket]), name="admin")
         try:
             await server.serve()
@@ -198,6 +204,12 @@ def _serve(args: argparse.Namespace) -> int:
             await listening
 
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        # the store is reached before any socket takes a webhook (a database that cannot be
+        # used stops start-up with one line), on the loop that will use it
+        try:
+            runner.run(state.store.connect())
+        except StoreOpenError as exc:
+            return _fail(str(exc))
         runner.run(both())
     return 0
 

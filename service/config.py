@@ -174,16 +174,22 @@ class BufferConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     remember_sent: PositiveInt = 100_000
 
 
-#: `memory://`, or `sqlite:///relative/path` / `sqlite:////absolute/path` (service.store.factory)
-StoreUrl = Annotated[str, msgspec.Meta(pattern=r"\A(memory://|sqlite:///[^\x00]+)\Z")]
+#: `memory://`, `sqlite:///relative/path` / `sqlite:////absolute/path`, or a libpq URI
+#: `postgresql://user:password@host:5432/database` (service.store.factory)
+StoreUrl = Annotated[str, msgspec.Meta(pattern=r"\A(memory://|sqlite:///[^\x00]+|postgres(ql)?://[^\s\x00]+)\Z")]
 
 
 class StoreConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """`[store]`: where the buffer keeps what it accepted (DESIGN §5)."""
 
     #: the SQLite file (relative to the working directory with three slashes, absolute with four),
-    #: or `memory://`: the process's memory, lost on a crash
+    #: `memory://` (the process's memory, lost on a crash), or a PostgreSQL database shared by
+    #: replicas (`postgresql://user@host:5432/db`; the password as `${ENV}` in the URL, or in
+    #: `password_file`)
     url: StoreUrl = "sqlite:///state/order-bridge.db"
+    #: PostgreSQL only: a file holding the password (a mounted Secret), read at each new
+    #: connection, so a rotated password is picked up without a restart
+    password_file: NonEmptyStr | None = None
     #: "full": a commit survives power loss; "normal": it survives a crash of the process, not of
     #: the machine, and costs less (SQLite's WAL documentation)
     synchronous: Literal["full", "normal"] = "full"

@@ -402,6 +402,8 @@ class FakeSendcloud:
         self.clock = clock
         #: every POST, in arrival order
         self.requests: list[RecordedRequest] = []
+        #: POSTs answered "still processing" (another request held one of their orders)
+        self.still_processing = 0
         #: the store: (integration id, order_id) → order
         self.orders: dict[tuple[int, str], StoredOrder] = {}
         self._keys_by_id: dict[int, tuple[int, str]] = {}
@@ -541,6 +543,7 @@ class FakeSendcloud:
             return _errors(400, *errors)
         keys = {key for key, _ in batch}
         if keys & self._in_flight:
+            self.still_processing += 1
             return _errors(400, _error(400, "invalid", STILL_PROCESSING, source={"pointer": "/data"}))
         self._in_flight |= keys
         try:

@@ -49,7 +49,11 @@ def _binary(name: str) -> str:
 class PostgresServer:
     """One PostgreSQL cluster in a temporary folder; `start()`, `stop()`, `dsn(database)`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable_commits: bool = False) -> None:
+        #: False (the tests' default, faster): a commit returns before its WAL is written, so
+        #: stopping the server with `immediate` loses the last ones — as a crash of the database
+        #: would with `synchronous_commit = off`
+        self.durable_commits = durable_commits
         self.folder = Path(tempfile.mkdtemp(prefix="order-bridge-pg-"))
         self.data = self.folder / "data"
         self.port = _free_port()
@@ -75,8 +79,8 @@ class PostgresServer:
             )
         options = (
             f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
+            "-c full_page_writes=off -c max_connections=200"
+        ) + ("" if self.durable_commits else " -c synchronous_commit=off")
         self._run(
             _binary("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.folder / "server.log"), "-w", "start"
         )
@@ -111,6 +115,13 @@ class PostgresServer:
         if result.returncode != 0:
             raise RuntimeError(f"psql failed: {result.stderr}")
         return result.stdout.strip()
+
+    def login_role(self, role: str, password: str) -> None:
+        """A role that must log in with its password over TCP (the rest of the server trusts)."""
+        self.sql(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        self.sql("SELECT pg_reload_conf()")
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

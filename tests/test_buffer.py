@@ -90,6 +90,7 @@ async def make_buffer(
         clock=clock,
         backoff=lambda attempt, retry_after: retry_after if retry_after is not None else 1.0,
     )
+    await buffer.start()  # as the service does: a shared store flushes only once it recovered
     return buffer, store, metrics, clock
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "Entry",
     "HistoryEvent",
     "Ledger",
+    "NotFlusher",
     "Resolution",
     "Settled",
     "Settlement",
@@ -69,6 +70,11 @@ class VersionKey(NamedTuple):
 class StoreUnavailable(Exception):
     """The store could not commit (disk full, read-only, locked, corrupt): nothing of the call
     took effect. The webhook answers 503 + Retry-After; `/readyz` says so until a commit works."""
+
+
+class NotFlusher(StoreUnavailable):
+    """This replica does not hold the flusher lease of a store shared by replicas (any more):
+    the take or settle changed nothing; the flusher that does hold it sends the lane."""
 
 
 class StoreOpenError(Exception):

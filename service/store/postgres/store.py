@@ -47,6 +47,7 @@ from service.store import (
     Entry,
     HistoryEvent,
     Ledger,
+    NotFlusher,
     Resolution,
     Settled,
     Settlement,
@@ -58,7 +59,7 @@ from service.store.memory import received
 from service.store.postgres import sql
 from service.store.postgres.schema import migrate
 
-__all__ = ["NotFlusher", "PostgresStore", "redacted"]
+__all__ = ["PostgresStore", "redacted"]
 
 _log = structlog.get_logger("order_bridge.store")
 
@@ -77,10 +78,6 @@ _LETTER_COLUMNS = (
     "id, integration_id, platform, order_id, reason, detail, pointer, delivery_id, body, at, batch_id, "
     "order_number, attempts"
 )
-
-
-class NotFlusher(StoreUnavailable):
-    """This replica does not hold the account's flusher lease (any more): it changed nothing."""
 
 
 def redacted(url: str) -> str:
@@ -203,6 +200,8 @@ class PostgresStore:
         self._available = True
         self._watchers: list[Callable[[Iterable[int], bool], None]] = []
         self._leading = False
+        #: the lease generation `recover()` last ran under
+        self._recovered_under = -1
         self._stopping = asyncio.Event()
         self._nudge = asyncio.Event()
         self._maintenance: asyncio.Task[None] | None = None
@@ -211,7 +210,10 @@ class PostgresStore:
 
     async def connect(self) -> None:
         """Open the pool, bring the schema up to date, try for the lease once, read the view and
-        start listening. `StoreOpenError` (one line, no password) when the database cannot be used."""
+        start listening. `StoreOpenError` (one line, no password) when the database cannot be used.
+        Once connected, another call does nothing."""
+        if self._pool is not None:
+            return
         try:
             self._pool = await asyncpg.create_pool(
                 self.url,
@@ -226,6 +228,7 @@ class PostgresStore:
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, RuntimeError, ValueError) as exc:
             if self._pool is not None:
                 await self._pool.close()
+                self._pool = None
             raise StoreOpenError(
                 f"the PostgreSQL store at {redacted(self.url)} cannot be used: {_cause(exc)}"
             ) from None
@@ -370,7 +373,10 @@ class PostgresStore:
         self._watchers.append(changed)
 
     def flushing(self) -> bool:
-        return self._keeper is not None and self._keeper.held() is not None
+        """Holding the lease, and `recover()` ran under it: a new flusher first puts back (and
+        the buffer holds) what the last one left in flight, then sends."""
+        lease = self._keeper.held() if self._keeper is not None else None
+        return lease is not None and lease.generation == self._recovered_under
 
     # ------------------------------------------------------------ writes
 
@@ -593,6 +599,7 @@ class PostgresStore:
                     settled = await sql.settle(connection, lease, flying, back, now=self.clock.wall())
                 self._record(xid, _settled(flying, back, settled.superseded, 0, None))
                 recovered.append(flying)
+        self._recovered_under = lease.generation
         return tuple(recovered)
 
     # ------------------------------------------------------------ reads from the view
