@@ -45,6 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="overrides [server] host")
     serve.add_argument("--port", type=int, help="overrides [server] port")
     serve.add_argument("--admin-port", type=int, help="overrides [admin] port")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="acceptor processes on the port (SO_REUSEPORT); more than 1 needs a PostgreSQL store",
+    )
+    # set by `--workers` for its children: bind with SO_REUSEPORT; no admin listener
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--no-admin", action="store_true", help=argparse.SUPPRESS)
 
     check = commands.add_parser("check-config", help="validate a config file without starting")
     check.add_argument("file", help="the TOML config")
@@ -147,6 +156,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(f"{path}: {exc}")
     configure_logging(config.logging.level)
+    if args.workers != 1:
+        return _serve_workers(args, str(path), config)
     try:
         app = create_app(config, config_path=str(path))
     except StoreOpenError as exc:
@@ -154,7 +165,7 @@ def _serve(args: argparse.Namespace) -> int:
     state = app.state.order_bridge
 
     admin: Any = None
-    if config.admin is not None:
+    if config.admin is not None and not args.no_admin:
         try:
             admin, admin_socket = _admin_server(state, args.admin_port)
         except OSError as exc:
@@ -191,14 +202,16 @@ def _serve(args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
 
+    sockets = [_reuse_port_socket(server.config.host, server.config.port)] if args.reuse_port else None
+
     async def both() -> None:
         """The admin listener lives as long as the webhook server, which owns the signals."""
         if admin is None:
-            await server.serve()
+            await server.serve(sockets=sockets)
             return
         listening = asyncio.get_running_loop().create_task(admin.serve(sockets=[admin_socket]), name="admin")
         try:
-            await server.serve()
+            await server.serve(sockets=sockets)
         finally:
             admin.should_exit = True
             await listening
@@ -212,6 +225,38 @@ def _serve(args: argparse.Namespace) -> int:
             return _fail(str(exc))
         runner.run(both())
     return 0
+
+
+def _serve_workers(args: argparse.Namespace, path: str, config: Any) -> int:
+    """`serve --workers N`: N children on the port, supervised (`service.workers`)."""
+    from service.store.factory import is_postgres
+    from service.workers import supervise
+
+    if args.workers < 1:
+        return _fail("--workers must be 1 or more")
+    if not is_postgres(config.store.url):
+        return _fail(
+            '--workers needs a store every worker shares: [store] url = "postgresql://…" '
+            "(a SQLite file is one process's)"
+        )
+    command = ["-m", "service", "serve", "--config", path, "--reuse-port"]
+    if args.host:
+        command += ["--host", args.host]
+    if args.port:
+        command += ["--port", str(args.port)]
+    # the admin listener (when configured) in the first worker only
+    first = command + (["--admin-port", str(args.admin_port)] if args.admin_port else [])
+    return supervise([first] + [[*command, "--no-admin"]] * (args.workers - 1))
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """The webhook port, bound with SO_REUSEPORT: every worker binds it, the kernel spreads the
+    connections over them."""
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listening.bind((host, port))
+    return listening
 
 
 def _admin_server(state: Any, port: int | None) -> tuple[Any, socket.socket]:

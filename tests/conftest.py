@@ -8,7 +8,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 import pytest
@@ -235,7 +235,9 @@ class ServiceProcess:
     It runs in `cwd` (default: a new temporary folder), where a relative store path lands.
     """
 
-    def __init__(self, config_path: Any, port: int, cwd: Any = None, admin_port: int | None = None) -> None:
+    def __init__(
+        self, config_path: Any, port: int, cwd: Any = None, admin_port: int | None = None, extra: Sequence[str] = ()
+    ) -> None:
         import subprocess
         import sys
         import tempfile
@@ -244,7 +246,8 @@ class ServiceProcess:
         self.cwd = cwd if cwd is not None else tempfile.mkdtemp(prefix="order-bridge-test-")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service", "serve", "--config", str(config_path), "--port", str(port)]
-            + (["--admin-port", str(admin_port)] if admin_port is not None else []),
+            + (["--admin-port", str(admin_port)] if admin_port is not None else [])
+            + list(extra),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             cwd=self.cwd,

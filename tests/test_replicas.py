@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
 import subprocess
@@ -364,3 +365,75 @@ def test_a_paused_flusher_sends_nothing_after_it_lost_the_lease(
     sent = sent_versions(fake)
     assert {key: v for key, v in sent.items() if v != sorted(v)} == {}
     assert fake.count_429() == 0 and fake.still_processing == 0
+
+
+# ---------------------------------------------------------------- several workers on one machine
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_two_workers_share_the_port_and_one_of_them_flushes(
+    tmp_path: Path, serve: Any, pg_dsn: str, postgres: PostgresServer
+) -> None:
+    """`serve --workers 2`: two children take webhooks on one port (each does work), one holds
+    the flusher lease; a child killed with -9 is started again and its orders still go; SIGTERM
+    stops them all, and the parent exits by it."""
+    database = pg_dsn.rsplit("/", 1)[1]
+    fake, config = fake_and_config(serve, tmp_path, {"url": pg_dsn}, sendcloud={"timeout_seconds": 2.0})
+    parent = ServiceProcess(config, free_port(), extra=["--workers", "2"])
+    try:
+        parent.wait_ready()
+        wait_for(lambda: len(children_of(parent.process.pid)) == 2, timeout=20)
+        workers = children_of(parent.process.pid)
+        before = {pid: cpu_ticks(pid) for pid in workers}
+        for n in range(300):  # a new connection each: the kernel spreads them over the workers
+            assert deliver(parent.url, 8000 + n).json() == {"status": "accepted"}
+        used = {pid: cpu_ticks(pid) - before[pid] for pid in workers}
+        assert all(ticks > 10 for ticks in used.values()), used
+        wait_for(lambda: all(fake.order(7, str(8000 + n)) is not None for n in range(300)), timeout=30)
+        assert lease_holder_pid(postgres, database) in workers
+
+        flusher = lease_holder_pid(postgres, database)
+        assert flusher is not None
+        os.kill(flusher, signal.SIGKILL)
+        wait_for(
+            lambda: len(children_of(parent.process.pid)) == 2 and flusher not in children_of(parent.process.pid),
+            timeout=20,
+        )
+        parent.wait_ready()
+        for n in range(20):
+            assert deliver(parent.url, 9000 + n).json() == {"status": "accepted"}
+        wait_for(lambda: all(fake.order(7, str(9000 + n)) is not None for n in range(20)), timeout=30)
+    finally:
+        code = parent.stop(signal.SIGTERM)
+    assert code == -signal.SIGTERM
+    events = [e["event"] for e in parent.events()]
+    assert events.count("workers.started") == 1 and "worker.restarted" in events and "workers.stopped" in events
+    assert fake.count_429() == 0 and fake.still_processing == 0
+
+
+def test_workers_need_a_shared_store(tmp_path: Path, serve: Any) -> None:
+    _, config = fake_and_config(serve, tmp_path, {"url": f"sqlite:///{tmp_path / 'state.db'}"})
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--config", str(config), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "--workers needs a store every worker shares" in result.stderr
