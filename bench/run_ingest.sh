@@ -21,9 +21,18 @@
 #   - the summary gives each target's median req/s as a ratio of bare/uvicorn AND of
 #     hmac/uvicorn (the reference for order-bridge's target), plus the service's own counts.
 #
-# Usage: bash run_ingest.sh [-r RUNS] [-d SECONDS] [-w WARMUP_SECONDS] [-c CONNS] [-t THREADS] [-o]
-#   -o  only svc/order-bridge (no reference apps; ratios then need another run's figures)
-# Environment (defaults): VENV=<project>/.venv SERVER_CPU=0 LOAD_CPU=1 BASE_PORT=18800
+#   - with -p, two more targets on a PostgreSQL server started per run (bench/pg_server.py:
+#     fsync, synchronous commits and full-page writes on, a new database, pinned to PG_CPU):
+#     svc/order-bridge-postgres (one `serve`, pinned to SERVER_CPU) and svc/order-bridge-pg-2w
+#     (`serve --workers 2`, pinned to SERVER_CPU and LOAD_CPU: both cores, shared with wrk). The
+#     database's CPU is measured too (db CPU %), and each target's CPU-µs per webhook counts the
+#     service's processes and the database's.
+#
+# Usage: bash run_ingest.sh [-r RUNS] [-d SECONDS] [-w WARMUP_SECONDS] [-c CONNS] [-t THREADS] [-o] [-p] [-s]
+#   -o  only the order-bridge targets (no reference apps; ratios then need another run's figures)
+#   -p  add the PostgreSQL targets
+#   -s  only the store targets that -p compares: SQLite and PostgreSQL (implies -o)
+# Environment (defaults): VENV=<project>/.venv SERVER_CPU=0 LOAD_CPU=1 PG_CPU=$SERVER_CPU BASE_PORT=18800
 #   OUT_DIR=/tmp/bench-results/<UTC timestamp>/ingest NOISY_PCT=15
 # A run during which other processes used more than NOISY_PCT % of a CPU (this machine is
 # shared with other sessions) is marked noisy; a target's figures use only its clean runs
@@ -37,18 +46,21 @@ VENV="${VENV:-$ROOT/.venv}"
 SERVER_CPU="${SERVER_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
 BASE_PORT="${BASE_PORT:-18800}"
-RUNS=5; DURATION=10; WARMUP=3; CONNS=64; THREADS=2; ONLY_SVC=0
-while getopts "r:d:w:c:t:oh" opt; do
+PG_CPU="${PG_CPU:-$SERVER_CPU}"
+RUNS=5; DURATION=10; WARMUP=3; CONNS=64; THREADS=2; ONLY_SVC=0; PG=0; STORES=0
+while getopts "r:d:w:c:t:opsh" opt; do
   case "$opt" in
     r) RUNS="$OPTARG" ;; d) DURATION="$OPTARG" ;; w) WARMUP="$OPTARG" ;;
-    c) CONNS="$OPTARG" ;; t) THREADS="$OPTARG" ;; o) ONLY_SVC=1 ;;
-    *) sed -n '2,32p' "$0"; exit 2 ;;
+    c) CONNS="$OPTARG" ;; t) THREADS="$OPTARG" ;; o) ONLY_SVC=1 ;; p) PG=1 ;; s) PG=1; STORES=1; ONLY_SVC=1 ;;
+    *) sed -n '2,40p' "$0"; exit 2 ;;
   esac
 done
 
 TARGETS=()
 [ "$ONLY_SVC" = 0 ] && TARGETS+=("bare/uvicorn uvicorn bare_app:app" "hmac/uvicorn uvicorn hmac_app:app")
-TARGETS+=("svc/order-bridge serve order-bridge memory" "svc/order-bridge-sqlite serve order-bridge sqlite")
+[ "$STORES" = 0 ] && TARGETS+=("svc/order-bridge serve order-bridge memory")
+TARGETS+=("svc/order-bridge-sqlite serve order-bridge sqlite")
+[ "$PG" = 1 ] && TARGETS+=("svc/order-bridge-postgres serve order-bridge postgres" "svc/order-bridge-pg-2w serve order-bridge postgres2")
 
 command -v wrk >/dev/null || { echo "wrk not found (apt-get install -y wrk)"; exit 1; }
 [ -x "$VENV/bin/uvicorn" ] || { echo "no uvicorn in $VENV (make bench installs the venv)"; exit 1; }
@@ -68,16 +80,21 @@ LUA="$OUT_DIR/ingest.lua"
   echo "loadavg_at_start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT_DIR/env.txt"
 
-printf 'run\ttarget\tserver\tapp\trps\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\terr_sock\terr_status\tsrv_cpu_pct\twrk_cpu_pct\tcpu_srv_busy_pct\tcpu_load_busy_pct\tfake_cpu_pct\tother_cpu_pct\n' > "$TSV"
+printf 'run\ttarget\tserver\tapp\trps\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\terr_sock\terr_status\tsrv_cpu_pct\twrk_cpu_pct\tcpu_srv_busy_pct\tcpu_load_busy_pct\tfake_cpu_pct\tother_cpu_pct\tdb_cpu_pct\n' > "$TSV"
 
 # ---------------------------------------------------------------- helpers
-SRV_PID=""; FAKE_PID=""
+SRV_PID=""; FAKE_PID=""; PG_DIR=""
 cleanup() {
   local p
   for p in $SRV_PID $FAKE_PID; do kill -TERM "$p" 2>/dev/null; done
   for p in $SRV_PID $FAKE_PID; do wait "$p" 2>/dev/null; done
   SRV_PID=""; FAKE_PID=""
+  [ -n "$PG_DIR" ] && "$VENV/bin/python" "$HERE/pg_server.py" stop "$PG_DIR" >/dev/null 2>&1; PG_DIR=""
 }
+tree() {  # a PID and its children (a `serve --workers` supervisor and its workers)
+  echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"
+}
+db_pids() { [ -n "$PG_DIR" ] && "$VENV/bin/python" "$HERE/pg_server.py" pids "$PG_DIR"; }
 trap 'cleanup; exit 130' INT TERM
 trap cleanup EXIT
 
@@ -121,11 +138,16 @@ start_server() {  # server appspec port tag store
         --account bench:bench-key --rate-limit off > "$OUT_DIR/$tag.fake.log" 2>&1 &
       FAKE_PID=$!
       wait_http "$fport" /bench/requests "$FAKE_PID" "$OUT_DIR/$tag.fake.log" || return 1
-      local url="memory://"
+      local url="memory://" cpus="$SERVER_CPU" workers=1
       [ "$store" = sqlite ] && { rm -f "$OUT_DIR/$tag.db"*; url="sqlite:///$OUT_DIR/$tag.db"; }
+      if [ "$store" = postgres ] || [ "$store" = postgres2 ]; then
+        PG_DIR="$OUT_DIR/$tag.pg"
+        url="$("$VENV/bin/python" "$HERE/pg_server.py" start "$PG_DIR" --cpu "$PG_CPU")" || { echo "PostgreSQL did not start"; PG_DIR=""; return 1; }
+        [ "$store" = postgres2 ] && { cpus="$SERVER_CPU,$LOAD_CPU"; workers=2; }
+      fi
       "$VENV/bin/python" "$HERE/benchlib.py" config "$OUT_DIR/$tag.toml" --port "$port" --sendcloud-port "$fport" --keep-up --store "$url"
       # uvicorn inside `serve`: 1 worker, uvloop + httptools (auto: both installed), no access log
-      taskset -c "$SERVER_CPU" "$VENV/bin/order-bridge" serve --config "$OUT_DIR/$tag.toml" \
+      taskset -c "$cpus" "$VENV/bin/order-bridge" serve --config "$OUT_DIR/$tag.toml" --workers "$workers" \
         > "$OUT_DIR/$tag.service.log" 2>&1 &
       SRV_PID=$!
       ;;
@@ -145,7 +167,10 @@ stop_pid() {
   if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null; fi
   wait "$pid" 2>/dev/null
 }
-stop_server() { stop_pid "$SRV_PID"; SRV_PID=""; stop_pid "$FAKE_PID"; FAKE_PID=""; }
+stop_server() {
+  stop_pid "$SRV_PID"; SRV_PID=""; stop_pid "$FAKE_PID"; FAKE_PID=""
+  [ -n "$PG_DIR" ] && "$VENV/bin/python" "$HERE/pg_server.py" stop "$PG_DIR" >/dev/null 2>&1; PG_DIR=""
+}
 
 port_free() { ! ss -ltnH "sport = :$1" 2>/dev/null | grep -q .; }
 
@@ -171,13 +196,15 @@ for run in $(seq 1 "$RUNS"); do
       printf '%s\t%s\t%s\t%s\tFAIL\n' "$run" "$name" "$server" "$appspec" >> "$TSV"; stop_server; continue
     fi
     # measured window
-    t0="$(proc_ticks $SRV_PID)"; f0="$(proc_ticks $FAKE_PID)"
+    SRV_TREE="$(tree "$SRV_PID")"; DB="$(db_pids)"
+    t0="$(proc_ticks $SRV_TREE)"; f0="$(proc_ticks $FAKE_PID)"; d0="$(proc_ticks $DB)"
     read -r sb0 st0 <<< "$(cpu_jiffies "$SERVER_CPU")"; read -r lb0 lt0 <<< "$(cpu_jiffies "$LOAD_CPU")"
     start_ns="$(date +%s%N)"
     TIMEFORMAT='%U %S'
     { time timeout $(( DURATION + 15 )) taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$LUA" "$url" -- 2 > "$OUT_DIR/$tag.wrk.txt" 2>&1 ; } 2> "$OUT_DIR/$tag.wrk.time"
     end_ns="$(date +%s%N)"
-    t1="$(proc_ticks $SRV_PID)"; f1="$(proc_ticks $FAKE_PID)"
+    DB="$(db_pids)"  # backends that came and went are missed: the pool keeps its connections
+    t1="$(proc_ticks $SRV_TREE)"; f1="$(proc_ticks $FAKE_PID)"; d1="$(proc_ticks $DB)"
     read -r sb1 st1 <<< "$(cpu_jiffies "$SERVER_CPU")"; read -r lb1 lt1 <<< "$(cpu_jiffies "$LOAD_CPU")"
     if [ "$server" = serve ]; then
       sleep 2  # the last lanes flush (debounce 1 s)
@@ -206,19 +233,20 @@ for run in $(seq 1 "$RUNS"); do
     read -r wu ws < "$OUT_DIR/$tag.wrk.time"
     srv_cpu="$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v w="$wall_s" 'BEGIN{printf "%.0f", 100*(b-a)/hz/w}')"
     fake_cpu="$(awk -v a="$f0" -v b="$f1" -v hz="$CLK_TCK" -v w="$wall_s" 'BEGIN{printf "%.0f", 100*(b-a)/hz/w}')"
+    db_cpu="$(awk -v a="$d0" -v b="$d1" -v hz="$CLK_TCK" -v w="$wall_s" 'BEGIN{printf "%.0f", 100*(b-a)/hz/w}')"
     wrk_cpu="$(awk -v u="$wu" -v s="$ws" -v w="$wall_s" 'BEGIN{printf "%.0f", 100*(u+s)/w}')"
     srv_busy="$(awk -v a="$sb0" -v b="$sb1" -v x="$st0" -v y="$st1" 'BEGIN{printf "%.0f", 100*(b-a)/(y-x)}')"
     load_busy="$(awk -v a="$lb0" -v b="$lb1" -v x="$lt0" -v y="$lt1" 'BEGIN{printf "%.0f", 100*(b-a)/(y-x)}')"
     # CPU time used on the two CPUs by anything but the server, wrk and the fake (other sessions'
     # processes, and the kernel's share of loopback traffic), in % of one CPU
-    other="$(awk -v s="$(( sb1 - sb0 + lb1 - lb0 ))" -v own="$(( t1 - t0 + f1 - f0 ))" -v u="$wu" -v k="$ws" -v hz="$CLK_TCK" -v w="$wall_s" \
+    other="$(awk -v s="$(( sb1 - sb0 + lb1 - lb0 ))" -v own="$(( t1 - t0 + f1 - f0 + d1 - d0 ))" -v u="$wu" -v k="$ws" -v hz="$CLK_TCK" -v w="$wall_s" \
       'BEGIN{o = (s - own - (u + k) * hz) / hz / w * 100; if (o < 0) o = 0; printf "%.0f", o}')"
     sockerr=$(( $(kv "$res" err_connect) + $(kv "$res" err_read) + $(kv "$res" err_write) + $(kv "$res" err_timeout) ))
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
       "$run" "$name" "$server" "$appspec" "$(kv "$res" rps)" "$(kv "$res" p50_us)" "$(kv "$res" p90_us)" \
       "$(kv "$res" p99_us)" "$(kv "$res" p999_us)" "$(kv "$res" max_us)" "$sockerr" "$(kv "$res" err_status)" \
-      "$srv_cpu" "$wrk_cpu" "$srv_busy" "$load_busy" "$fake_cpu" "$other" >> "$TSV"
-    echo "[$name run $run] rps=$(kv "$res" rps) p50=$(kv "$res" p50_us)us p99=$(kv "$res" p99_us)us non2xx=$(kv "$res" err_status) sockerr=$sockerr srv_cpu=${srv_cpu}% wrk_cpu=${wrk_cpu}% fake_cpu=${fake_cpu}% other_cpu=${other}% cpu${SERVER_CPU}=${srv_busy}% cpu${LOAD_CPU}=${load_busy}%"
+      "$srv_cpu" "$wrk_cpu" "$srv_busy" "$load_busy" "$fake_cpu" "$other" "$db_cpu" >> "$TSV"
+    echo "[$name run $run] rps=$(kv "$res" rps) p50=$(kv "$res" p50_us)us p99=$(kv "$res" p99_us)us non2xx=$(kv "$res" err_status) sockerr=$sockerr srv_cpu=${srv_cpu}% wrk_cpu=${wrk_cpu}% fake_cpu=${fake_cpu}% other_cpu=${other}% db_cpu=${db_cpu}% cpu${SERVER_CPU}=${srv_busy}% cpu${LOAD_CPU}=${load_busy}%"
     [ "$server" = serve ] && echo "[$name run $run] $(tr '\n' ' ' < "$OUT_DIR/$tag.logcounts.txt") $(cat "$OUT_DIR/$tag.stats.json")"
   done
 done
@@ -251,20 +279,22 @@ print()
 print(f"Runs with other processes above {noisy:g} % of a CPU are left out when 3 clean ones remain: "
       + "; ".join(f"{t} {n}" for t, n in dropped.items()) + ".")
 print()
-print("| target | runs used | req/s min/med/max | p50 ms (med) | p99 ms min/med/max | vs bare | vs hmac+decode | srv CPU % | wrk CPU % | fake CPU % | cpu busy srv/load % | other CPU % (max) | non-2xx / sock err |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| target | runs used | req/s min/med/max | p50 ms (med) | p99 ms min/med/max | vs bare | vs hmac+decode | srv CPU % | db CPU % | CPU µs/webhook (srv+db) | wrk CPU % | fake CPU % | cpu busy srv/load % | other CPU % (max) | non-2xx / sock err |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 summary = {"targets": {}}
 for t in order:
     rs = by[t]
     n_all = sum(1 for r in rows if r["target"] == t)
     if not rs:
-        print(f"| {t} | 0/{n_all} | FAIL |||||||||| |"); continue
+        print(f"| {t} | 0/{n_all} | FAIL |||||||||||| |"); continue
     f = lambda k: [float(r[k]) for r in rs]
     med = lambda k: statistics.median(f(k))
     rb = f"{med_rps[t]/bare:.3f}" if bare else "n/a"
     rh = f"{med_rps[t]/ref:.3f}" if ref else "n/a"
     print(f"| {t} | {len(rs)}/{n_all} | {mmm(f('rps'), lambda v: f'{v:,.0f}')} | {ms(med('p50_us'))} | {mmm(f('p99_us'), ms)} "
-          f"| {rb} | {rh} | {med('srv_cpu_pct'):.0f} | {med('wrk_cpu_pct'):.0f} | {med('fake_cpu_pct'):.0f} "
+          f"| {rb} | {rh} | {med('srv_cpu_pct'):.0f} | {med('db_cpu_pct'):.0f} "
+          f"| {statistics.median((float(r['srv_cpu_pct']) + float(r['db_cpu_pct'])) * 1e4 / float(r['rps']) for r in rs):.0f} "
+          f"| {med('wrk_cpu_pct'):.0f} | {med('fake_cpu_pct'):.0f} "
           f"| {med('cpu_srv_busy_pct'):.0f}/{med('cpu_load_busy_pct'):.0f} | {max(f('other_cpu_pct')):.0f} "
           f"| {sum(int(float(r['err_status'])) for r in rs)} / {sum(int(float(r['err_sock'])) for r in rs)} |")
     summary["targets"][t] = {"rps_median": med_rps[t], "rps_all": f("rps"), "p50_ms": med("p50_us") / 1000,
@@ -279,6 +309,14 @@ if mem and lite:
     print()
     print(f"SQLite store (synchronous = full) vs memory store, same run: {lite:,.0f} / {mem:,.0f} req/s = {lite / mem:.3f}x")
     summary["sqlite_vs_memory"] = lite / mem
+pg, pg2 = med_rps.get("svc/order-bridge-postgres"), med_rps.get("svc/order-bridge-pg-2w")
+if pg and lite:
+    print()
+    print(f"PostgreSQL store vs SQLite store (one process each), same run: {pg:,.0f} / {lite:,.0f} req/s = {pg / lite:.3f}x")
+    summary["postgres_vs_sqlite"] = pg / lite
+if pg and pg2:
+    print(f"serve --workers 2 vs one process, both on PostgreSQL: {pg2:,.0f} / {pg:,.0f} req/s = {pg2 / pg:.3f}x")
+    summary["workers2_vs_1"] = pg2 / pg
 # per-run service accounting: every answered webhook became an order that reached the fake
 svc = []
 for stats in sorted(out.glob("svc_order-bridge*_run*.stats.json")):

@@ -22,6 +22,7 @@ sleeping.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -203,6 +204,8 @@ class Buffer:
         metrics.oldest_pending_age.set_function(self.oldest_age)
         metrics.dead_letters_stored.set_function(store.dead_letter_count)
         metrics.export_ledger(self.ledger)
+        metrics.flusher.set_function(lambda: 1.0 if store.flushing() else 0.0)
+        self._store_write = metrics.store_write
         store.watch(self._changed)
 
     async def start(self) -> None:
@@ -315,7 +318,9 @@ class Buffer:
             replay_of,
         )
         lane = self._lane(integration_id)
+        began = time.perf_counter()
         result = await self.store.add(arrival)
+        self._store_write.observe(time.perf_counter() - began)
         if result is AddResult.BUFFERED or result is AddResult.COALESCED:
             lane.last_activity = self.clock.monotonic()
             # The lane's task only needs waking when this order changes what it waits for: a

@@ -70,6 +70,19 @@ class Metrics:
             registry=r,
         )
 
+        self.store_write = Histogram(
+            _PREFIX + "store_write_seconds",
+            "Time a webhook waits for the store to commit its order (group commits included).",
+            buckets=_FAST,
+            registry=r,
+        )
+        self.flusher = Gauge(
+            _PREFIX + "flusher",
+            "1 while this process sends its store's orders to Sendcloud: always with one process, and "
+            "with PostgreSQL while it holds the account's flusher lease (the sum over replicas is 1).",
+            registry=r,
+        )
+
     def export_ledger(self, read: Callable[[], Ledger]) -> None:
         """Export the store's conservation ledger as `order_versions_total{fate}`, read at each
         scrape: the store counts, the metric only shows (DESIGN §7)."""

@@ -49,12 +49,14 @@ def _binary(name: str) -> str:
 class PostgresServer:
     """One PostgreSQL cluster in a temporary folder; `start()`, `stop()`, `dsn(database)`."""
 
-    def __init__(self, *, durable_commits: bool = False) -> None:
+    def __init__(self, *, durable_commits: bool = False, fsync: bool = False, folder: Path | None = None) -> None:
         #: False (the tests' default, faster): a commit returns before its WAL is written, so
         #: stopping the server with `immediate` loses the last ones — as a crash of the database
         #: would with `synchronous_commit = off`
         self.durable_commits = durable_commits
-        self.folder = Path(tempfile.mkdtemp(prefix="order-bridge-pg-"))
+        #: False (the tests' default): a crash of the machine may lose commits (never of the server)
+        self.fsync = fsync
+        self.folder = folder if folder is not None else Path(tempfile.mkdtemp(prefix="order-bridge-pg-"))
         self.data = self.folder / "data"
         self.port = _free_port()
         self._as_user: list[str] = []
@@ -78,8 +80,8 @@ class PostgresServer:
                 _binary("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
             )
         options = (
-            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c full_page_writes=off -c max_connections=200"
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync={'on' if self.fsync else 'off'} "
+            f"-c full_page_writes={'on' if self.fsync else 'off'} -c max_connections=200"
         ) + ("" if self.durable_commits else " -c synchronous_commit=off")
         self._run(
             _binary("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.folder / "server.log"), "-w", "start"

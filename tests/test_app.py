@@ -271,6 +271,8 @@ DESIGNED_METRICS = {
     "dead_letters_stored": "gauge",
     "dead_letters_resolved_total{how}": "counter",
     "order_versions_total{fate}": "counter",
+    "store_write_seconds": "histogram",
+    "flusher": "gauge",
 }
 _DESIGN_METRIC = re.compile(r"`([a-z_]+(?:\{[a-z_,]+\})?)`")
 

@@ -42,7 +42,13 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = ROOT / "Dockerfile"
 OPERATIONS = ROOT / "docs" / "operations.md"
-KUSTOMIZATIONS = {"base": DEPLOY / "base", "example": DEPLOY / "overlays" / "example"}
+KUSTOMIZATIONS = {
+    "base": DEPLOY / "base",
+    "example": DEPLOY / "overlays" / "example",
+    "postgres": DEPLOY / "overlays" / "postgres",
+}
+#: the kustomizations on the SQLite store: one pod, its file on a volume
+SQLITE_KUSTOMIZATIONS = ["base", "example"]
 SECRET_TEMPLATE = DEPLOY / "base" / "secret.template.yaml"
 DASHBOARD = DEPLOY / "monitoring" / "dashboard.json"
 
@@ -61,7 +67,7 @@ def in_memory(config: Config) -> Config:
 
 
 #: CRDs kubernetes-validate has no schema for; test_monitoring_resources_are_well_formed checks them.
-CRD_GROUPS = ("monitoring.coreos.com/",)
+CRD_GROUPS = ("monitoring.coreos.com/", "postgresql.cnpg.io/")
 #: Labels Prometheus adds to every series scraped through the ServiceMonitor.
 TARGET_LABELS = {"namespace", "service", "pod", "job", "instance", "endpoint", "container"}
 
@@ -253,12 +259,13 @@ def test_strict_validation_rejects_an_unknown_field() -> None:
 
 
 def test_no_autoscaler_and_exactly_one_replica_recreated() -> None:
-    """No HorizontalPodAutoscaler anywhere, replicas 1, and a rollout that stops the old pod before
-    the new one opens the same store file (the file's lock would refuse it anyway)."""
-    for path in DEPLOY.rglob("*.yaml"):
+    """On SQLite: no HorizontalPodAutoscaler, replicas 1, and a rollout that stops the old pod
+    before the new one opens the same store file (the file's lock would refuse it anyway)."""
+    for path in [*(DEPLOY / "base").rglob("*.yaml"), *(DEPLOY / "overlays" / "example").rglob("*.yaml")]:
         for doc in yaml.safe_load_all(path.read_text()):
             assert not (doc and doc.get("kind") == "HorizontalPodAutoscaler"), f"{path} holds an HPA"
-    for name, docs in every_kustomization():
+    for name in SQLITE_KUSTOMIZATIONS:
+        docs = rendered(name)
         assert not [doc for doc in docs if doc["kind"] == "HorizontalPodAutoscaler"], name
         deployment = only(docs, "Deployment")
         assert deployment["spec"]["replicas"] == 1, name
@@ -267,7 +274,8 @@ def test_no_autoscaler_and_exactly_one_replica_recreated() -> None:
 
 def test_pod_disruption_budget_lets_a_drain_evict_the_single_pod() -> None:
     """The PDB selects the pod and allows evicting it (minAvailable 1 would block node drains forever)."""
-    for name, docs in every_kustomization():
+    for name in SQLITE_KUSTOMIZATIONS:
+        docs = rendered(name)
         budget = only(docs, "PodDisruptionBudget")["spec"]
         assert "minAvailable" not in budget, name
         assert budget["maxUnavailable"] == 1, name
@@ -342,14 +350,16 @@ def test_security_context_is_locked_down(name: str) -> None:
     assert context.get("privileged", False) is False
     assert context["capabilities"] == {"drop": ["ALL"]}
     writable = [mount["mountPath"] for mount in main["volumeMounts"] if mount.get("readOnly") is not True]
-    assert writable == [STATE_DIR], f"only the store's volume may be writable: {writable}"
+    # the SQLite file's volume; nothing with PostgreSQL
+    expected = [STATE_DIR] if name in SQLITE_KUSTOMIZATIONS else []
+    assert writable == expected, f"only the store's volume may be writable: {writable}"
     assert pod["securityContext"]["fsGroup"] == IMAGE_UID
     resources = main["resources"]
     assert resources["requests"]["memory"] == resources["limits"]["memory"]
     assert {"cpu", "memory"} <= resources["requests"].keys() and {"cpu", "memory"} <= resources["limits"].keys()
 
 
-@pytest.mark.parametrize("name", list(KUSTOMIZATIONS))
+@pytest.mark.parametrize("name", SQLITE_KUSTOMIZATIONS)
 def test_store_file_is_on_the_persistent_volume(name: str) -> None:
     """The config's SQLite file lies on the mounted claim (ReadWriteOnce), never on the read-only root."""
     docs = rendered(name)
@@ -399,9 +409,45 @@ def test_network_policy_admits_only_the_service_port_and_lets_out_dns_and_https(
     assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
     port = parsed_config(docs).server.port
     assert [rule["ports"] for rule in policy["ingress"]] == [[{"port": port, "protocol": "TCP"}]]
-    allowed = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
-    assert allowed == {(53, "UDP"), (53, "TCP"), (443, "TCP")}
-    assert all(set(rule) == {"ports"} for rule in policy["egress"])
+    anywhere = {(p["port"], p["protocol"]) for rule in policy["egress"] if "to" not in rule for p in rule["ports"]}
+    assert anywhere == {(53, "UDP"), (53, "TCP"), (443, "TCP")}
+    assert all(set(rule) <= {"ports", "to"} for rule in policy["egress"])
+    narrowed = [rule for rule in policy["egress"] if "to" in rule]
+    if name == "postgres":  # and PostgreSQL, to the database's pods only
+        (database,) = narrowed
+        assert database["ports"] == [{"port": 5432, "protocol": "TCP"}]
+        assert database["to"] == [{"podSelector": {"matchLabels": {"cnpg.io/cluster": "order-bridge-db"}}}]
+    else:
+        assert narrowed == []
+
+
+def test_postgres_overlay_runs_replicas_on_the_database_it_deploys() -> None:
+    """The postgres overlay: 3 replicas rolled without a gap (a new pod before an old one
+    stops), an autoscaler from 3 on the Deployment, a budget keeping 2, no volume claim; the
+    config's store is the CloudNativePG cluster's read-write Service, its password the
+    operator's Secret mounted as the file the config names."""
+    docs = rendered("postgres")
+    deployment = only(docs, "Deployment")["spec"]
+    assert deployment["replicas"] == 3
+    assert deployment["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    autoscaler = only(docs, "HorizontalPodAutoscaler")["spec"]
+    assert autoscaler["minReplicas"] == 3 and autoscaler["maxReplicas"] > 3
+    assert autoscaler["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "order-bridge"}
+    budget = only(docs, "PodDisruptionBudget")["spec"]
+    assert budget["minAvailable"] == 2 and "maxUnavailable" not in budget
+    assert not [doc for doc in docs if doc["kind"] == "PersistentVolumeClaim"]
+    cluster = only(docs, "Cluster")
+    assert cluster["apiVersion"] == "postgresql.cnpg.io/v1" and cluster["spec"]["instances"] >= 3
+    config = parsed_config(docs)
+    assert config.store.url == f"postgresql://app@{cluster['metadata']['name']}-rw:5432/app"
+    assert config.store.password_file is not None
+    mounts = {mount["name"]: mount["mountPath"] for mount in container(docs)["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod_spec(docs)["volumes"]}
+    assert "state" not in volumes and STATE_DIR not in mounts.values()
+    secret = volumes["database"]["secret"]
+    assert secret["secretName"] == f"{cluster['metadata']['name']}-app"
+    (item,) = secret["items"]
+    assert f"{mounts['database']}/{item['path']}" == config.store.password_file and item["key"] == "password"
 
 
 # ---------------------------------------------------------------- monitoring
@@ -684,7 +730,10 @@ def test_image_environment_installs_from_the_lock_and_serves(tmp_path: Path) -> 
         path.write_text(text)
         out = run(venv / "bin" / "order-bridge", "check-config", path, env={**base_env, **dummy_environment(text)})
         assert ": ok; integrations:" in out, out
-        assert f"store: {STATE_DIR}/state.db (not created yet" in out, out
+        if name in SQLITE_KUSTOMIZATIONS:
+            assert f"store: {STATE_DIR}/state.db (not created yet" in out, out
+        else:
+            assert "store: postgresql://app@order-bridge-db-rw:5432/app (PostgreSQL" in out, out
 
     # Serve the example config (nothing is sent before an order arrives) and run the image's HEALTHCHECK;
     # its store file goes to this test's folder instead of the volume's path.
