@@ -437,3 +437,44 @@ def test_workers_need_a_shared_store(tmp_path: Path, serve: Any) -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "--workers needs a store every worker shares" in result.stderr
+
+
+def test_a_rolling_restart_of_every_replica_under_load_answers_no_503(
+    tmp_path: Path, serve: Any, pg_dsn: str, postgres: PostgresServer
+) -> None:
+    """Three replicas, each in turn taken out of the rotation (as the preStop pause takes a pod
+    out of the Service's endpoints), stopped with SIGTERM, started again and put back: the load
+    never meets a 503 or a refused connection, and every order answered `accepted` arrives at
+    its newest version — the flusher's lease passes on at each stop."""
+    fake, config = fake_and_config(serve, tmp_path, {"url": pg_dsn}, sendcloud={"timeout_seconds": 2.0})
+    ports = [free_port() for _ in range(3)]
+    replicas = [ServiceProcess(config, port) for port in ports]
+    load: RoundRobinLoad | None = None
+    codes = []
+    try:
+        for replica in replicas:
+            replica.wait_ready()
+        load = RoundRobinLoad([replica.url for replica in replicas], seed=99).start()
+        for index in range(3):
+            time.sleep(1.0)
+            load.urls.remove(replicas[index].url)
+            time.sleep(0.3)  # the requests already sent to it are answered
+            codes.append(replicas[index].stop(signal.SIGTERM))
+            replicas[index] = ServiceProcess(config, ports[index])
+            replicas[index].wait_ready()
+            load.urls.append(replicas[index].url)
+        time.sleep(1.0)
+        load.stop()
+        wait_for(lambda: all(minute_of(fake.order(7, i)) == m for i, m in load.accepted.items()), timeout=60)
+    finally:
+        if load is not None:
+            load.stop()
+        for replica in replicas:
+            if replica.process.poll() is None:
+                replica.stop(signal.SIGTERM)
+    assert codes == [-signal.SIGTERM] * 3
+    assert set(load.answers) <= {"accepted:200", "ignored:200", "duplicate:200"}, load.answers
+    assert sum(load.answers.values()) > 300 and len(load.accepted) == ORDERS
+    sent = sent_versions(fake)
+    assert {key: v for key, v in sent.items() if v != sorted(v)} == {}
+    assert fake.count_429() == 0 and fake.still_processing == 0
