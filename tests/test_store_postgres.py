@@ -389,3 +389,34 @@ async def test_a_new_leader_knows_a_batch_in_flight_came_from_an_older_generatio
         new = await acquire(b, "account", "replica-b", now=NOW + 11, ttl=10.0)
         assert new is not None and new.generation > old.generation
         assert await taken_by(b, 7) == old.generation  # older than its own: hold before resending
+
+
+# ---------------------------------------------------------------- PostgresStore's lease
+
+
+@pytest.mark.anyio
+async def test_a_store_that_takes_the_lease_again_recovers_before_it_flushes(pg_dsn: str) -> None:
+    """A process paused past its lease (its clock jumps) takes the lease again — a new
+    generation, in one step — and is told so: it does not flush until it recovered under it."""
+    from service.store.postgres.store import PostgresStore
+    from tests.fakeclock import FakeClock
+
+    clock = FakeClock()
+    store = PostgresStore(pg_dsn, account="acct", clock=clock)
+    told: list[bool] = []
+    store.watch(lambda lanes, took_over: told.append(took_over))
+    await store.connect()
+    try:
+        await store.recover()
+        assert store.flushing()
+        clock.now += 30.0  # paused: the lease ran out by this process's clock, nobody took it
+        await clock.advance(1.0)  # the next poll: the keeper takes it again, generation 2
+        for _ in range(200):
+            if told:
+                break
+            await asyncio.sleep(0.02)
+        assert told == [True] and not store.flushing()
+        await store.recover()
+        assert store.flushing()
+    finally:
+        await store.close()

@@ -199,7 +199,8 @@ class PostgresStore:
         self._busy = 0
         self._available = True
         self._watchers: list[Callable[[Iterable[int], bool], None]] = []
-        self._leading = False
+        #: the lease generation this process last held (None: not the flusher)
+        self._leading: int | None = None
         #: the lease generation `recover()` last ran under
         self._recovered_under = -1
         self._stopping = asyncio.Event()
@@ -236,7 +237,8 @@ class PostgresStore:
             self._pool, self.account, self.holder, self.clock, ttl=self._lease_seconds, heartbeat=self._heartbeat
         )
         await self._keeper.step()
-        self._leading = self._keeper.held() is not None
+        lease = self._keeper.held()
+        self._leading = lease.generation if lease is not None else None
         await self._refresh()
         await self._listen()
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain(), name="store-maintenance")
@@ -249,6 +251,7 @@ class PostgresStore:
 
     async def close(self) -> None:
         self._stopping.set()
+        self._nudge.set()  # the maintenance loop stops now, not at its next poll
         if self._maintenance is not None:
             await asyncio.gather(self._maintenance, return_exceptions=True)
         while self._writing:
@@ -310,10 +313,13 @@ class PostgresStore:
                 _log.warning("store.refresh_failed", cause=str(exc))
             except Exception:
                 _log.exception("store.maintenance_error")
-            leading = self._keeper.held() is not None
-            if leading != self._leading:
-                self._leading = leading
-                if leading:
+            # a new generation — taken over, or taken again after this process's own lease ran
+            # out — must recover before it flushes
+            lease = self._keeper.held()
+            generation = lease.generation if lease is not None else None
+            if generation != self._leading:
+                self._leading = generation
+                if generation is not None:
                     self._tell(self.lanes(), took_over=True)
 
     async def _listen(self) -> None:
