@@ -443,10 +443,16 @@ class PostgresStore:
         return results
 
     async def _insert_history(self, connection: asyncpg.Connection, steps: Sequence[HistoryEvent]) -> None:
+        """One statement for a group's steps (a row each)."""
         if steps:
-            await connection.executemany(
-                "INSERT INTO history (integration_id, order_id, order_number, at, step) VALUES ($1, $2, $3, $4, $5)",
-                [(e.integration_id, e.order_id, e.order_number, e.at, _HISTORY_ENCODER.encode(e)) for e in steps],
+            await connection.execute(
+                "INSERT INTO history (integration_id, order_id, order_number, at, step) "
+                "SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::bytea[])",
+                [e.integration_id for e in steps],
+                [e.order_id for e in steps],
+                [e.order_number for e in steps],
+                [e.at for e in steps],
+                [_HISTORY_ENCODER.encode(e) for e in steps],
             )
 
     def seen_delivery(self, integration_id: int, delivery_id: str, now: float) -> bool:
