@@ -173,6 +173,7 @@ class PostgresStore:
         heartbeat_seconds: float = 3.0,
         command_timeout: float = 5.0,
         pool_size: int = 8,
+        writers: int = 3,
     ) -> None:
         self.url = url
         self.settings = settings
@@ -195,7 +196,9 @@ class PostgresStore:
         self._jobs: list[_Job] = []
         self._later_deliveries: dict[str, float] = {}
         self._later_history: list[HistoryEvent] = []
-        self._writing = False
+        #: writers at work, and at most how many
+        self._writing = 0
+        self._max_writers = writers
         self._busy = 0
         self._available = True
         self._watchers: list[Callable[[Iterable[int], bool], None]] = []
@@ -254,7 +257,7 @@ class PostgresStore:
         self._nudge.set()  # the maintenance loop stops now, not at its next poll
         if self._maintenance is not None:
             await asyncio.gather(self._maintenance, return_exceptions=True)
-        while self._writing:
+        while self._writing > 0:
             await asyncio.sleep(0.01)
         if self._keeper is not None:
             await self._keeper.stop()
@@ -285,7 +288,7 @@ class PostgresStore:
     def writing(self) -> bool:
         """True while a group waits to commit or a statement is on its way (tests on a fake
         clock wait for this to pass before they move time on)."""
-        return self._writing or self._busy > 0
+        return self._writing > 0 or self._busy > 0
 
     # ------------------------------------------------------------ keeping the view
 
@@ -394,12 +397,16 @@ class PostgresStore:
         return await done
 
     def _write_soon(self) -> None:
-        if not self._writing:
-            self._writing = True
+        """A writer for what is queued, unless `writers` are at work already (one of them takes
+        it when its commit is done)."""
+        if self._writing < self._max_writers:
+            self._writing += 1
             asyncio.get_running_loop().create_task(self._write(), name="store-write")
 
     async def _write(self) -> None:
-        """One group at a time: everything that queued while the last one committed."""
+        """Groups, one after another: everything that queued while the last one committed. A
+        few writers at once keep the database busy while each waits for its commit (the
+        version rules hold whichever commits first: they are decided under the row lock)."""
         try:
             while self._jobs or self._later_deliveries or self._later_history:
                 jobs, self._jobs = self._jobs, []
@@ -416,7 +423,7 @@ class PostgresStore:
                     if not job.done.done():
                         job.done.set_result(result)
         finally:
-            self._writing = False
+            self._writing -= 1
 
     async def _commit_group(
         self, arrivals: list[Arrival], deliveries: dict[str, float], steps: list[HistoryEvent]
