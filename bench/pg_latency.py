@@ -1,7 +1,7 @@
 """Latency at a fixed rate, the SQLite store beside the PostgreSQL store, same run (issue 12's
 "p99 at half load" target): `order-bridge serve` pinned to SERVER_CPU, the database (production
-settings: bench/pg_server.py) pinned to SERVER_CPU too, the fake Sendcloud and the load
-generator on LOAD_CPU, distinct signed webhooks over 10 integrations at `--rate` req/s.
+settings: bench/pg_server.py) pinned to PG_CPU (default: SERVER_CPU too), the fake Sendcloud and
+the load generator on LOAD_CPU, distinct signed webhooks over 10 integrations at `--rate` req/s.
 
     python bench/pg_latency.py --rate 1500 [--duration 20] [--warmup 3] [--out DIR]
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 @contextlib.contextmanager
 def postgres(folder: Path) -> Iterator[str]:
     started = subprocess.run(
-        [bl.PY, str(HERE / "pg_server.py"), "start", str(folder), "--cpu", bl.SERVER_CPU],
+        [bl.PY, str(HERE / "pg_server.py"), "start", str(folder), "--cpu", os.environ.get("PG_CPU", bl.SERVER_CPU)],
         capture_output=True,
         text=True,
         check=True,

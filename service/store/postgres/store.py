@@ -350,7 +350,7 @@ class PostgresStore:
         async with self._connection() as connection, connection.transaction(isolation="repeatable_read", readonly=True):
             snapshot = str(await connection.fetchval("SELECT pg_current_snapshot()::text"))
             lanes = await sql.lane_snapshot(connection)
-            counts = await sql.ledger_counts(connection)
+            counts = await sql.counter_values(connection)  # pending: the lanes' counts
             letters = int(await connection.fetchval("SELECT count(*) FROM dead_letters"))
             rows = await connection.fetch("SELECT integration_id FROM paused_lanes")
         fresh = _View()
