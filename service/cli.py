@@ -223,7 +223,10 @@ def _serve(args: argparse.Namespace) -> int:
             runner.run(state.store.connect())
         except StoreOpenError as exc:
             return _fail(str(exc))
-        runner.run(both())
+        try:
+            runner.run(both())
+        except KeyboardInterrupt:  # Ctrl-C: uvicorn shut down cleanly, then re-raised SIGINT
+            return 130
     return 0
 
 

@@ -55,6 +55,25 @@ def test_sigterm_flushes_every_buffered_order_before_exit(tmp_path: Path, serve:
     assert events.index("shutdown.begin") < events.index("shutdown.flushed") < events.index("service.stopped")
 
 
+def test_ctrl_c_flushes_and_exits_130_without_a_traceback(tmp_path: Path, serve: Any) -> None:
+    """SIGINT (Ctrl-C on `make run`) is a graceful stop too: the held order goes, then the
+    process exits 130 with no traceback."""
+    fake = FakeSendcloud(accounts={PUBLIC_KEY: Account(SECRET_KEY, frozenset(INTEGRATIONS))})
+    fake_server = serve(create_fake(fake))
+    service = start_service(
+        tmp_path, fake_server.url + "/api/v3", buffer={"debounce_seconds": 60.0, "max_wait_seconds": 120.0}
+    )
+    body = json.dumps({**SHOPIFY, "id": 71_000}).encode()
+    answer = httpx.post(
+        service.url + "/webhooks/shopify/7", content=body, headers=shopify_headers(SECRETS["shopify"], body)
+    )
+    assert answer.json() == {"status": "accepted"}
+    assert service.stop(signal.SIGINT) == 130
+    assert fake.order(7, "71000") is not None
+    output = b"".join(service.lines).decode()
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+
+
 def test_sandbox_config_and_send_sample_show_an_order_accepted(tmp_path: Path) -> None:
     """`make run`'s config needs no credentials; `send-sample` gets an order to `order.accepted`;
     the admin listener is on, with a token made up at start and printed (not logged)."""

@@ -410,7 +410,7 @@ async def test_a_store_that_takes_the_lease_again_recovers_before_it_flushes(pg_
         await store.recover()
         assert store.flushing()
         clock.now += 30.0  # paused: the lease ran out by this process's clock, nobody took it
-        await clock.advance(1.0)  # the next poll: the keeper takes it again, generation 2
+        await clock.advance(1.5)  # the next poll: the keeper takes it again, generation 2
         for _ in range(200):
             if told:
                 break

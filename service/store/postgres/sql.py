@@ -34,6 +34,7 @@ __all__ = [
     "ENTRY_COLUMNS",
     "LaneCounts",
     "accept",
+    "accept_at_once",
     "accept_rows",
     "count",
     "counter_values",
@@ -56,17 +57,9 @@ def _newer(than: str) -> str:
     )
 
 
-_ACCEPT = f"""
-INSERT INTO orders AS o (integration_id, order_id, platform, p_seq, p_updated_at, p_digest, p_body,
-                         p_received_at, p_delivery_id, p_position, replaced_pending)
-SELECT t.integration_id, t.order_id, t.platform, t.seq, t.updated_at, t.digest, t.body,
-       t.received_at, t.delivery_id, t.seq, false
-FROM (
-    SELECT nextval('arrival_seq') AS seq, u.*
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::bytea[], $6::bytea[], $7::float8[], $8::text[])
-         WITH ORDINALITY AS u(integration_id, order_id, platform, updated_at, digest, body, received_at, delivery_id, n)
-    ORDER BY u.n
-) AS t
+#: the version rules of DESIGN §5 under the order's row lock: kept when newer than its pending,
+#: in-flight and sent versions
+_KEEP_NEWEST = f"""
 ON CONFLICT (integration_id, order_id) DO UPDATE SET
     platform = excluded.platform,
     replaced_pending = o.p_seq IS NOT NULL,
@@ -81,8 +74,137 @@ ON CONFLICT (integration_id, order_id) DO UPDATE SET
     p_delivery_id = excluded.p_delivery_id,
     p_position = CASE WHEN o.p_seq IS NULL THEN excluded.p_position ELSE o.p_position END
 WHERE {_newer("p")} AND {_newer("f")} AND {_newer("s")}
-RETURNING o.integration_id, o.order_id, o.replaced_pending
 """
+
+_ACCEPT = f"""
+INSERT INTO orders AS o (integration_id, order_id, platform, p_seq, p_updated_at, p_digest, p_body,
+                         p_received_at, p_delivery_id, p_position, replaced_pending)
+SELECT t.integration_id, t.order_id, t.platform, t.seq, t.updated_at, t.digest, t.body,
+       t.received_at, t.delivery_id, t.seq, false
+FROM (
+    SELECT nextval('arrival_seq') AS seq, u.*
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::bytea[], $6::bytea[], $7::float8[], $8::text[])
+         WITH ORDINALITY AS u(integration_id, order_id, platform, updated_at, digest, body, received_at, delivery_id, n)
+    ORDER BY u.n
+) AS t
+{_KEEP_NEWEST}RETURNING o.integration_id, o.order_id, o.replaced_pending
+"""
+
+
+#: `accept_rows` as one statement (no transaction block: one round trip) for the common group —
+#: each order once, no replay: the delivery ids taken (a retry's is not), the versions kept under
+#: the version rules, the ledger counted, the lanes notified and the steps of earlier groups'
+#: histories written, all in the statement's one implicit transaction
+_ACCEPT_AT_ONCE = f"""
+WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::bytea[], $6::bytea[],
+                         $7::float8[], $8::text[], $9::text[], $10::float8[])
+         WITH ORDINALITY AS u(integration_id, order_id, platform, updated_at, digest, body, received_at,
+                              delivery_id, delivery_key, delivery_expiry, n)
+),
+taken AS (
+    INSERT INTO deliveries AS d (key, expires_at)
+    SELECT delivery_key, delivery_expiry FROM input WHERE delivery_key IS NOT NULL ORDER BY delivery_key COLLATE "C"
+    ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at
+    WHERE d.expires_at <= excluded.expires_at - $11::float8
+    RETURNING key
+),
+kept AS (
+    INSERT INTO orders AS o (integration_id, order_id, platform, p_seq, p_updated_at, p_digest, p_body,
+                             p_received_at, p_delivery_id, p_position, replaced_pending)
+    SELECT t.integration_id, t.order_id, t.platform, t.seq, t.updated_at, t.digest, t.body,
+           t.received_at, t.delivery_id, t.seq, false
+    FROM (
+        SELECT nextval('arrival_seq') AS seq, i.*
+        FROM input AS i
+        WHERE i.delivery_key IS NULL OR i.delivery_key IN (SELECT key FROM taken)
+        ORDER BY i.n
+    ) AS t
+    {_KEEP_NEWEST}RETURNING o.integration_id, o.order_id, o.replaced_pending
+),
+counted AS (
+    INSERT INTO counter_deltas (name, value)
+    SELECT name, value FROM (
+        SELECT 'accepted' AS name, count(*) AS value FROM kept
+        UNION ALL SELECT 'superseded', count(*) FILTER (WHERE replaced_pending) FROM kept
+    ) AS c
+    WHERE value > 0
+),
+steps AS (
+    INSERT INTO history (integration_id, order_id, order_number, at, step)
+    SELECT * FROM unnest($13::bigint[], $14::text[], $15::text[], $16::float8[], $17::bytea[])
+),
+notified AS (
+    SELECT pg_notify($12, string_agg(DISTINCT integration_id::text, ',')) FROM kept HAVING count(*) > 0
+)
+SELECT 'kept' AS kind, integration_id, order_id, replaced_pending, NULL::bigint AS xid FROM kept
+UNION ALL SELECT 'taken', NULL, key, NULL, NULL FROM taken
+UNION ALL SELECT 'xid', NULL, NULL, NULL, pg_current_xact_id()::text::bigint
+UNION ALL SELECT 'notified', NULL, NULL, NULL, NULL FROM notified
+"""
+
+
+async def accept_at_once(
+    connection: Connection,
+    arrivals: Sequence[Arrival],
+    steps: Sequence[tuple[int, str, str | None, float, bytes]],
+    *,
+    dedupe_ttl: float,
+) -> tuple[list[AddResult], int] | None:
+    """`accept_rows` for a group in which every order appears once and nothing is a replay, in
+    one statement (one round trip, its own transaction), with `steps` — history rows
+    (integration id, order id, number, time, step JSON) — written in it too. Returns each
+    arrival's result and the transaction's id; None when the group does not qualify (the caller
+    uses `accept_rows` in a transaction)."""
+    if any(a.replay_of is not None for a in arrivals):
+        return None
+    if len({(a.integration_id, a.order.order_id) for a in arrivals}) != len(arrivals):
+        return None
+    results: list[AddResult] = [AddResult.STALE] * len(arrivals)
+    keys: list[str | None] = []
+    claimed: set[str] = set()
+    for index, arrival in enumerate(arrivals):
+        key = f"{arrival.integration_id}:{arrival.delivery_id}" if arrival.delivery_id else None
+        if key is not None and key in claimed:  # a retry within the group
+            results[index] = AddResult.DUPLICATE
+        if key is not None:
+            claimed.add(key)
+        keys.append(key)
+    # the group's rows in key order (Python's order of the UTF-8 strings, as `_lock`'s "C"):
+    # every replica locks them in that one order
+    chosen = sorted(
+        (i for i in range(len(arrivals)) if results[i] is not AddResult.DUPLICATE),
+        key=lambda i: (arrivals[i].integration_id, arrivals[i].order.order_id),
+    )
+    group = [arrivals[i] for i in chosen]
+    rows = await connection.fetch(
+        _ACCEPT_AT_ONCE,
+        [a.integration_id for a in group],
+        [a.order.order_id for a in group],
+        [a.platform for a in group],
+        [a.updated_at for a in group],
+        [digest(a.order.json) for a in group],
+        [a.order.json for a in group],
+        [a.received_at for a in group],
+        [a.delivery_id for a in group],
+        [keys[i] for i in chosen],
+        [a.received_at + dedupe_ttl for a in group],
+        dedupe_ttl,
+        CHANNEL,
+        *([row[column] for row in steps] for column in range(5)),
+    )
+    taken = {row["order_id"] for row in rows if row["kind"] == "taken"}
+    kept = {(row["integration_id"], row["order_id"]): row["replaced_pending"] for row in rows if row["kind"] == "kept"}
+    (xid,) = [int(row["xid"]) for row in rows if row["kind"] == "xid"]
+    for i in chosen:
+        arrival = arrivals[i]
+        if keys[i] is not None and keys[i] not in taken:
+            results[i] = AddResult.DUPLICATE
+            continue
+        replaced = kept.get((arrival.integration_id, arrival.order.order_id))
+        if replaced is not None:
+            results[i] = AddResult.COALESCED if replaced else AddResult.BUFFERED
+    return results, xid
 
 
 async def accept(
