@@ -192,6 +192,7 @@ class PostgresStore:
         self._command_timeout = command_timeout
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self._write_pool: asyncpg.Pool | None = None
         self._keeper: LeaseKeeper | None = None
         self._listener: asyncpg.Connection | None = None
         self._view = _View()
@@ -224,20 +225,17 @@ class PostgresStore:
         if self._pool is not None:
             return
         try:
-            self._pool = await asyncpg.create_pool(
-                self.url,
-                min_size=1,
-                max_size=self._pool_size,
-                command_timeout=self._command_timeout,
-                password=self._password() if self._password_file is not None else None,
-                timeout=self._command_timeout,
-            )
+            self._pool = await self._open_pool(self._pool_size)
+            # the webhooks' writers have connections of their own: flushes, reads and the admin
+            # never make a webhook wait for a connection
+            self._write_pool = await self._open_pool(self._max_writers)
             async with self._pool.acquire() as connection:
                 await migrate(connection)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, RuntimeError, ValueError) as exc:
-            if self._pool is not None:
-                await self._pool.close()
-                self._pool = None
+            for pool in (self._pool, self._write_pool):
+                if pool is not None:
+                    await pool.close()
+            self._pool = self._write_pool = None
             raise StoreOpenError(
                 f"the PostgreSQL store at {redacted(self.url)} cannot be used: {_cause(exc)}"
             ) from None
@@ -250,6 +248,16 @@ class PostgresStore:
         await self._refresh()
         await self._listen()
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain(), name="store-maintenance")
+
+    async def _open_pool(self, size: int) -> asyncpg.Pool:
+        return await asyncpg.create_pool(
+            self.url,
+            min_size=1,
+            max_size=size,
+            command_timeout=self._command_timeout,
+            password=self._password() if self._password_file is not None else None,
+            timeout=self._command_timeout,
+        )
 
     def _password(self) -> Callable[[], str]:
         """The password, read from its file at each new connection (a rotated secret is picked up)."""
@@ -269,17 +277,20 @@ class PostgresStore:
         if self._listener is not None:
             with contextlib.suppress(*_UNREACHABLE):
                 await self._listener.close(timeout=2)
-        if self._pool is not None:
-            await self._pool.close()
+        for pool in (self._pool, self._write_pool):
+            if pool is not None:
+                await pool.close()
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Any]:
-        """A pooled connection; any failure to reach the database becomes `StoreUnavailable`."""
-        if self._pool is None:
+    async def _connection(self, *, writer: bool = False) -> AsyncIterator[Any]:
+        """A pooled connection (of the writers' pool for a group commit); any failure to reach
+        the database becomes `StoreUnavailable`."""
+        pool = self._write_pool if writer else self._pool
+        if pool is None:
             raise StoreUnavailable("the store is not connected")
         self._busy += 1
         try:
-            async with self._pool.acquire(timeout=self._command_timeout) as connection:
+            async with pool.acquire(timeout=self._command_timeout) as connection:
                 yield connection
         except LostLease as exc:
             raise NotFlusher(str(exc)) from None
@@ -440,7 +451,7 @@ class PostgresStore:
     ) -> list[AddResult]:
         if not deliveries:  # the common group: one statement, one round trip
             rows = [(e.integration_id, e.order_id, e.order_number, e.at, _HISTORY_ENCODER.encode(e)) for e in steps]
-            async with self._connection() as connection:
+            async with self._connection(writer=True) as connection:
                 done = await sql.accept_at_once(connection, arrivals, rows, dedupe_ttl=self.settings.dedupe_ttl)
             if done is not None:
                 results, xid = done
@@ -450,7 +461,7 @@ class PostgresStore:
                 self._record(xid, _accepted(arrivals, results, 0))
                 return results
         gone: list[Any] = []
-        async with self._connection() as connection, connection.transaction():
+        async with self._connection(writer=True) as connection, connection.transaction():
             xid = int(await connection.fetchval(_XID))
             results = await sql.accept_rows(connection, arrivals, dedupe_ttl=self.settings.dedupe_ttl)
             replayed = [a.replay_of for a in arrivals if a.replay_of is not None]
