@@ -329,3 +329,18 @@ def ledger_from_metrics(url: str, *, restarted: bool = False) -> dict[str, float
     if not restarted:
         assert values["webhooks_accepted"] == values["accepted"], f"webhooks and versions disagree: {values}"
     return values
+
+
+def fake_sendcloud_and_config(serve: Any, tmp_path: Any, **sections: dict[str, object]) -> tuple[Any, Any]:
+    """A fake Sendcloud served on 127.0.0.1 (the tests' account owning `INTEGRATIONS`), and a
+    config file for the service against it (`sections` as in `service_toml`; WARNING logs
+    unless `logging` says otherwise). Returns (the fake, the config's path)."""
+    from service.fake_sendcloud import Account, FakeSendcloud
+    from service.fake_sendcloud import create_app as create_fake
+
+    fake = FakeSendcloud(accounts={PUBLIC_KEY: Account(SECRET_KEY, frozenset(INTEGRATIONS))})
+    fake_server = serve(create_fake(fake))
+    config = tmp_path / "config.toml"
+    tables: dict[str, dict[str, object]] = {"logging": {"level": "WARNING"}, **sections}
+    config.write_text(service_toml(fake_server.url + "/api/v3", **tables))
+    return fake, config

@@ -11,9 +11,16 @@ recipe of the project (`adapters.base.hmac_sha256_base64`). That recipe is the p
 
 from __future__ import annotations
 
+import asyncio
 import html
+import json
 import time
+from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
 
 from adapters import get_adapter
 from adapters.base import hmac_sha256_base64
@@ -57,3 +64,33 @@ def woocommerce_headers(
 ) -> dict[str, str]:
     """The headers of one WooCommerce delivery of `body`, signed with `secret`."""
     return signed("woocommerce", secret, body, topic=topic, delivery=delivery)
+
+
+#: the Shopify sample order (adapters/samples/shopify.json), as a dict
+SHOPIFY_SAMPLE: dict[str, Any] = json.loads(
+    (Path(__file__).parent.parent / "adapters" / "samples" / "shopify.json").read_bytes()
+)
+
+
+async def post_all(url: str, deliveries: list[tuple[str, bytes, dict[str, str]]], concurrency: int = 16) -> list[int]:
+    """POST every (path, body, headers) with bounded concurrency; the statuses in order."""
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(path: str, body: bytes, headers: dict[str, str]) -> int:
+            async with gate:
+                return (await client.post(path, content=body, headers=headers)).status_code
+
+        return list(await asyncio.gather(*(one(*d) for d in deliveries)))
+
+
+def sent_versions(fake: Any) -> dict[tuple[int, str], list[str]]:
+    """Every version of every order, in the order the fake received them (accepted requests only)."""
+    seen: dict[tuple[int, str], list[str]] = defaultdict(list)
+    for request in fake.requests:
+        if request.status == 201:
+            for order in request.body:
+                key = (order["order_details"]["integration"]["id"], order["order_id"])
+                seen[key].append(order["order_details"].get("order_updated_at"))
+    return seen

@@ -20,6 +20,7 @@ import pytest
 
 from service.admin.auth import console_cookie
 from service.fake_sendcloud import Account, FakeSendcloud
+from tests.adminlib import SLOW, deliver, fake_without, order_body
 from tests.conftest import (
     ADMIN_TOKEN,
     INTEGRATIONS,
@@ -51,30 +52,6 @@ ROUTES = [
 ]
 
 
-def order_body(order_id: int, minute: int = 0, currency: str = "USD") -> bytes:
-    """The sample Shopify order as order `order_id` (number #<id>), updated `minute` minutes in,
-    in `currency`."""
-    body = dict(SAMPLE)
-    body.update(
-        id=order_id,
-        name=f"#{order_id}",
-        order_number=order_id,
-        updated_at=f"2024-06-14T10:{minute:02d}:00-04:00",
-        currency=currency,
-        presentment_currency=currency,
-    )
-    return json.dumps(body).encode()
-
-
-def deliver(stack: Any, body: bytes, delivery: str | None = None) -> str:
-    answer = httpx.post(
-        stack.url + "/webhooks/shopify/7", content=body, headers=shopify_headers(SECRET, body, delivery=delivery)
-    )
-    assert answer.status_code == 200, answer.text
-    status: str = answer.json()["status"]
-    return status
-
-
 def admin(stack: Any, method: str, path: str, **options: Any) -> httpx.Response:
     return httpx.request(method, stack.admin_url + path, headers=AUTH, timeout=10, **options)
 
@@ -83,15 +60,6 @@ def lane(stack: Any, integration_id: int = 7) -> dict[str, Any]:
     lanes = admin(stack, "GET", "/api/lanes").json()["lanes"]
     (found,) = [x for x in lanes if x["integration_id"] == integration_id]
     return dict(found)
-
-
-def fake_without(*refused: str) -> FakeSendcloud:
-    """A fake Sendcloud that refuses prices in `refused` currencies (by pointer, per order)."""
-    accepted = frozenset({"EUR", "GBP", "USD"} - set(refused))
-    return FakeSendcloud(accounts={PUBLIC_KEY: Account(SECRET_KEY, frozenset(INTEGRATIONS))}, currencies=accepted)
-
-
-SLOW = {"debounce_seconds": 30.0, "max_wait_seconds": 60.0}
 
 
 # ---------------------------------------------------------------- auth

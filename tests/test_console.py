@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.adminlib import SLOW, deliver, fake_without, order_body
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import wait_for
-from tests.test_admin_api import SLOW, deliver, fake_without, order_body
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

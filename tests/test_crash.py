@@ -19,35 +19,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from service.fake_sendcloud import Account, FakeSendcloud
-from service.fake_sendcloud import create_app as create_fake
+from service.fake_sendcloud import FakeSendcloud
 from tests.conftest import (
-    INTEGRATIONS,
-    PUBLIC_KEY,
-    SECRET_KEY,
     SECRETS,
     ServiceProcess,
+    fake_sendcloud_and_config,
     free_port,
     ledger_from_metrics,
-    service_toml,
 )
-from tests.helpers import shopify_headers, wait_for
-from tests.test_e2e import sent_versions
+from tests.helpers import SHOPIFY_SAMPLE, sent_versions, shopify_headers, wait_for
 
 ROOT = Path(__file__).parent.parent
-SHOPIFY = json.loads((ROOT / "adapters" / "samples" / "shopify.json").read_bytes())
+SHOPIFY = SHOPIFY_SAMPLE
 RATE = 20  # orders per second: under 100 per max_wait window, so max_wait (not size) drives the flushes
 DEBOUNCE, MAX_WAIT = 1.0, 3.0
 BASE_TIME = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-def _fake_sendcloud_and_config(serve: Any, tmp_path: Path, **sections: dict[str, object]) -> tuple[FakeSendcloud, Path]:
-    """A fake Sendcloud served on 127.0.0.1, and a config file for the service against it."""
-    fake = FakeSendcloud(accounts={PUBLIC_KEY: Account(SECRET_KEY, frozenset(INTEGRATIONS))})
-    fake_server = serve(create_fake(fake))
-    config = tmp_path / "config.toml"
-    config.write_text(service_toml(fake_server.url + "/api/v3", logging={"level": "WARNING"}, **sections))
-    return fake, config
 
 
 async def steady_load(url: str, seconds: float, accepted: dict[str, float]) -> None:
@@ -73,7 +59,7 @@ def test_sigkill_loses_at_most_the_last_max_wait_seconds_and_restart_is_healthy(
     """Kill -9 after 8.5 s of steady load, late in a max_wait window (flushes at ~3, 6, 9 s): the
     orders of that window are lost, nothing older than max_wait + one round trip; the restarted
     process is ready and takes orders."""
-    fake, config = _fake_sendcloud_and_config(
+    fake, config = fake_sendcloud_and_config(
         serve, tmp_path, buffer={"debounce_seconds": DEBOUNCE, "max_wait_seconds": MAX_WAIT}
     )
     port = free_port()
@@ -172,7 +158,7 @@ def test_sigkill_at_random_moments_loses_nothing_with_the_sqlite_store(tmp_path:
     carries an older version of an order than one already sent (a version whose request the kill cut
     off may be the one that arrives, if it was newer and committed), and the ledger — kept in the file
     across all the restarts — balances with nothing pending."""
-    fake, config = _fake_sendcloud_and_config(
+    fake, config = fake_sendcloud_and_config(
         serve,
         tmp_path,
         buffer={"debounce_seconds": 0.2, "max_wait_seconds": 0.5},

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.conftest import INTEGRATIONS, SECRETS, ledger_from_metrics
-from tests.helpers import shopify_headers, wait_for, woocommerce_headers
+from tests.helpers import post_all, sent_versions, shopify_headers, wait_for, woocommerce_headers
 
 ROOT = Path(__file__).parent.parent
 SHOPIFY = json.loads((ROOT / "adapters" / "samples" / "shopify.json").read_bytes())
@@ -40,30 +39,6 @@ def woo_delivery(order: dict[str, Any], topic: str) -> tuple[bytes, dict[str, st
 
 def shopify_version(minutes: int, **changes: Any) -> dict[str, Any]:
     return {**SHOPIFY, "updated_at": (T0 + timedelta(minutes=minutes)).isoformat(), **changes}
-
-
-async def post_all(url: str, deliveries: list[tuple[str, bytes, dict[str, str]]], concurrency: int = 16) -> list[int]:
-    """POST every (path, body, headers) with bounded concurrency; the statuses in order."""
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(path: str, body: bytes, headers: dict[str, str]) -> int:
-            async with gate:
-                return (await client.post(path, content=body, headers=headers)).status_code
-
-        return list(await asyncio.gather(*(one(*d) for d in deliveries)))
-
-
-def sent_versions(fake: Any) -> dict[tuple[int, str], list[str]]:
-    """Every version of every order, in the order the fake received them (accepted requests only)."""
-    seen: dict[tuple[int, str], list[str]] = defaultdict(list)
-    for request in fake.requests:
-        if request.status == 201:
-            for order in request.body:
-                key = (order["order_details"]["integration"]["id"], order["order_id"])
-                seen[key].append(order["order_details"].get("order_updated_at"))
-    return seen
 
 
 def test_out_of_order_lifecycle_ends_with_exactly_the_latest_version(stack: Any) -> None:

@@ -30,8 +30,7 @@ from tests.conftest import (
     ledger_from_metrics,
     service_toml,
 )
-from tests.helpers import shopify_headers, wait_for
-from tests.test_e2e import post_all
+from tests.helpers import post_all, shopify_headers, wait_for
 
 ROOT = Path(__file__).parent.parent
 SHOPIFY = json.loads((ROOT / "adapters" / "samples" / "shopify.json").read_bytes())

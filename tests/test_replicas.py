@@ -19,43 +19,36 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
-from service.fake_sendcloud import Account, FakeSendcloud
-from service.fake_sendcloud import create_app as create_fake
+from service.fake_sendcloud import FakeSendcloud
 from tests.conftest import (
-    INTEGRATIONS,
-    PUBLIC_KEY,
-    SECRET_KEY,
     SECRETS,
     ServiceProcess,
+    fake_sendcloud_and_config,
     free_port,
     ledger_from_metrics,
-    service_toml,
 )
-from tests.helpers import shopify_headers, wait_for
+from tests.helpers import SHOPIFY_SAMPLE, sent_versions, shopify_headers, wait_for
 from tests.postgres import PostgresServer
-from tests.test_e2e import sent_versions
 
 ROOT = Path(__file__).parent.parent
-SHOPIFY = json.loads((ROOT / "adapters" / "samples" / "shopify.json").read_bytes())
+SHOPIFY = SHOPIFY_SAMPLE
 
 
 def fake_and_config(
     serve: Any, tmp_path: Path, store: dict[str, object], **sections: dict[str, object]
 ) -> tuple[FakeSendcloud, Path]:
-    fake = FakeSendcloud(accounts={PUBLIC_KEY: Account(SECRET_KEY, frozenset(INTEGRATIONS))})
-    fake_server = serve(create_fake(fake))
-    config = tmp_path / "config.toml"
+    """`fake_sendcloud_and_config` with INFO logs (the lease's events), a short debounce and `store`."""
     tables: dict[str, dict[str, object]] = {
         "logging": {"level": "INFO"},
         "buffer": {"debounce_seconds": 0.2, "max_wait_seconds": 1.0},
         **sections,
     }
-    config.write_text(service_toml(fake_server.url + "/api/v3", store=store, **tables))
-    return fake, config
+    fake, config = fake_sendcloud_and_config(serve, tmp_path, store=store, **tables)
+    return cast(FakeSendcloud, fake), cast(Path, config)
 
 
 def deliver(url: str, order_id: int, **changes: Any) -> httpx.Response:

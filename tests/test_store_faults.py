@@ -20,13 +20,12 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import SECRETS, ServiceProcess, free_port, ledger_from_metrics
-from tests.helpers import shopify_headers, wait_for
-from tests.test_crash import SHOPIFY, _fake_sendcloud_and_config
+from tests.conftest import SECRETS, ServiceProcess, fake_sendcloud_and_config, free_port, ledger_from_metrics
+from tests.helpers import SHOPIFY_SAMPLE, shopify_headers, wait_for
 
 
 def _post(client: httpx.Client, order_id: int, delivery: str | None = None) -> httpx.Response:
-    body = json.dumps({**SHOPIFY, "id": order_id}).encode()
+    body = json.dumps({**SHOPIFY_SAMPLE, "id": order_id}).encode()
     return client.post(
         "/webhooks/shopify/7", content=body, headers=shopify_headers(SECRETS["shopify"], body, delivery=delivery)
     )
@@ -43,7 +42,7 @@ def test_a_full_disk_mid_load_answers_503_never_a_false_accepted_and_recovers(tm
     it has room the service takes orders again. In the end — after a `kill -9` and a restart, so
     only what was on disk counts — every order answered `accepted` is in Sendcloud, and none that
     was answered 503."""
-    fake, config = _fake_sendcloud_and_config(
+    fake, config = fake_sendcloud_and_config(
         serve,
         tmp_path,
         buffer={"debounce_seconds": 0.1, "max_wait_seconds": 0.3},
@@ -111,7 +110,7 @@ def _load_through_a_full_disk(service: ServiceProcess, fake: Any, config: Path, 
 
 
 def test_a_corrupt_store_file_stops_serve_with_a_clear_error_and_is_left_alone(tmp_path: Path, serve: Any) -> None:
-    _, config = _fake_sendcloud_and_config(serve, tmp_path, store={"url": f"sqlite:///{tmp_path / 'state.db'}"})
+    _, config = fake_sendcloud_and_config(serve, tmp_path, store={"url": f"sqlite:///{tmp_path / 'state.db'}"})
     state = tmp_path / "state.db"
     state.write_bytes(b"SQLite format 3\x00" + b"\xde\xad\xbe\xef" * 2000)  # a header, then garbage
     before = state.read_bytes()
@@ -132,7 +131,7 @@ def test_a_corrupt_store_file_stops_serve_with_a_clear_error_and_is_left_alone(t
 def test_a_retried_delivery_is_a_duplicate_after_a_kill(tmp_path: Path, serve: Any) -> None:
     """Delivery ids are in the file: a platform retrying a delivery after the service was killed
     and restarted is answered `duplicate`, as it would have been without the restart."""
-    _, config = _fake_sendcloud_and_config(serve, tmp_path, store={"url": f"sqlite:///{tmp_path / 'state.db'}"})
+    _, config = fake_sendcloud_and_config(serve, tmp_path, store={"url": f"sqlite:///{tmp_path / 'state.db'}"})
     port = free_port()
     service = ServiceProcess(config, port, cwd=tmp_path)
     try:
