@@ -39,6 +39,7 @@ __all__ = [
     "count",
     "counter_values",
     "entries",
+    "entry",
     "fold_counts",
     "lane_snapshot",
     "ledger_counts",
@@ -144,6 +145,21 @@ UNION ALL SELECT 'notified', NULL, NULL, NULL, NULL FROM notified
 """
 
 
+def _version_columns(arrivals: Sequence[Arrival]) -> list[list[Any]]:
+    """The arrivals as the arrays `$1`…`$8` of `_ACCEPT` and `_ACCEPT_AT_ONCE`: integration id,
+    order id, platform, update time, digest, body, receipt time, delivery id."""
+    return [
+        [a.integration_id for a in arrivals],
+        [a.order.order_id for a in arrivals],
+        [a.platform for a in arrivals],
+        [a.updated_at for a in arrivals],
+        [digest(a.order.json) for a in arrivals],
+        [a.order.json for a in arrivals],
+        [a.received_at for a in arrivals],
+        [a.delivery_id for a in arrivals],
+    ]
+
+
 async def accept_at_once(
     connection: Connection,
     arrivals: Sequence[Arrival],
@@ -179,14 +195,7 @@ async def accept_at_once(
     group = [arrivals[i] for i in chosen]
     rows = await connection.fetch(
         _ACCEPT_AT_ONCE,
-        [a.integration_id for a in group],
-        [a.order.order_id for a in group],
-        [a.platform for a in group],
-        [a.updated_at for a in group],
-        [digest(a.order.json) for a in group],
-        [a.order.json for a in group],
-        [a.received_at for a in group],
-        [a.delivery_id for a in group],
+        *_version_columns(group),
         [keys[i] for i in chosen],
         [a.received_at + dedupe_ttl for a in group],
         dedupe_ttl,
@@ -242,17 +251,7 @@ async def accept_rows(
         members.sort(key=lambda i: (arrivals[i].integration_id, arrivals[i].order.order_id))
     for members in rounds:
         batch = [arrivals[i] for i in members]
-        rows = await connection.fetch(
-            _ACCEPT,
-            [a.integration_id for a in batch],
-            [a.order.order_id for a in batch],
-            [a.platform for a in batch],
-            [a.updated_at for a in batch],
-            [digest(a.order.json) for a in batch],
-            [a.order.json for a in batch],
-            [a.received_at for a in batch],
-            [a.delivery_id for a in batch],
-        )
+        rows = await connection.fetch(_ACCEPT, *_version_columns(batch))
         kept = {(row["integration_id"], row["order_id"]): row for row in rows}
         for i in members:
             row = kept.get((arrivals[i].integration_id, arrivals[i].order.order_id))
@@ -399,18 +398,20 @@ ENTRY_COLUMNS = (
 def entries(integration_id: int, rows: Sequence[Any]) -> tuple[Entry, ...]:
     """A batch's entries from its rows' `ENTRY_COLUMNS`, in batch order."""
     ordered = sorted(rows, key=lambda row: row["f_index"])
-    return tuple(
-        Entry(
-            integration_id,
-            row["platform"],
-            EncodedOrder(row["order_id"], bytes(row["f_body"])),
-            row["f_updated_at"],
-            row["f_seq"],
-            row["f_received_at"],
-            bytes(row["f_digest"]),
-            row["f_delivery_id"],
-        )
-        for row in ordered
+    return tuple(entry(integration_id, row, "f") for row in ordered)
+
+
+def entry(integration_id: int, row: Any, version: str) -> Entry:
+    """The `Entry` of a row's pending (`version="p"`) or in-flight (`"f"`) version."""
+    return Entry(
+        integration_id,
+        row["platform"],
+        EncodedOrder(row["order_id"], bytes(row[f"{version}_body"])),
+        row[f"{version}_updated_at"],
+        row[f"{version}_seq"],
+        row[f"{version}_received_at"],
+        bytes(row[f"{version}_digest"]),
+        row[f"{version}_delivery_id"],
     )
 
 

@@ -711,19 +711,7 @@ class PostgresStore:
                 integration_id,
                 limit,
             )
-        return [
-            Entry(
-                integration_id,
-                row["platform"],
-                EncodedOrder(row["order_id"], bytes(row["p_body"])),
-                row["p_updated_at"],
-                row["p_seq"],
-                row["p_received_at"],
-                bytes(row["p_digest"]),
-                row["p_delivery_id"],
-            )
-            for row in rows
-        ]
+        return [sql.entry(integration_id, row, "p") for row in rows]
 
     async def batch_in_flight(self, integration_id: int) -> Batch | None:
         async with self._connection() as connection:
