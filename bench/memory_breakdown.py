@@ -41,7 +41,7 @@ class Unreachable:
     async def reserve(self) -> None:
         await asyncio.Event().wait()
 
-    async def send(self, orders: Sequence[Any], *, reserved: bool = False) -> Any:
+    async def send(self, orders: Sequence[Any], *, reserved: bool = False, still_mine: Any = None) -> Any:
         raise AssertionError("never called")
 
 

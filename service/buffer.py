@@ -468,11 +468,6 @@ class Buffer:
         )
         if batch is None:
             return
-        if not self.store.flushing():
-            # the lease ran out while the batch was taken: it stays in flight for the next
-            # flusher, which holds it as a recovered batch before sending it again
-            _log.warning("batch.abandoned", integration_id=lane.integration_id, batch_id=batch.id)
-            return
         _log.info(
             "batch.flush",
             integration_id=lane.integration_id,
@@ -484,7 +479,11 @@ class Buffer:
         )
         self._metrics.batch_size.observe(len(batch.entries))
         try:
-            result = await self._sender.send([entry.order for entry in batch.entries], reserved=True)
+            # the lease is checked again at the last moment: a flusher that lost it sends nothing,
+            # and its batch stays in flight for the next one (whose recovery holds it first)
+            result = await self._sender.send(
+                [entry.order for entry in batch.entries], reserved=True, still_mine=self.store.flushing
+            )
         except Exception:  # a bug must not kill the lane or lose the batch
             _log.exception("batch.error", integration_id=lane.integration_id, batch_id=batch.id)
             result = SendResult(SendOutcome.RETRY, None, "internal_error", detail="the client raised")

@@ -10,7 +10,7 @@ import email.utils
 import importlib.metadata
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -231,16 +231,26 @@ class SendcloudClient:
         """
         await self._limiter.acquire()
 
-    async def send(self, orders: Sequence[Order | EncodedOrder], *, reserved: bool = False) -> SendResult:
+    async def send(
+        self,
+        orders: Sequence[Order | EncodedOrder],
+        *,
+        reserved: bool = False,
+        still_mine: Callable[[], bool] | None = None,
+    ) -> SendResult:
         """Upsert `orders` (one batch) at Sendcloud and say what became of them.
 
         `reserved=True`: the caller already took this request's token with `reserve()`.
+        `still_mine`: asked after the body is encoded, just before the request goes out (a
+        flusher whose lease ran out meanwhile — paused, say — sends nothing: `not_flusher`).
         """
         if not orders:
             raise ValueError("send() needs at least one order")
         body = encode_orders(orders)
         if not reserved:
             await self._limiter.acquire()
+        if still_mine is not None and not still_mine():
+            return SendResult(SendOutcome.RETRY, None, "not_flusher", detail="this process lost the flusher lease")
         started = time.perf_counter()
         try:
             response = await self._http.post(self._url, content=body)

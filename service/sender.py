@@ -38,8 +38,12 @@ class Sender(Protocol):
         """Wait for a token of the account's rate limit, for the next `send(..., reserved=True)`."""
         ...
 
-    async def send(self, orders: Sequence[EncodedOrder], *, reserved: bool = False) -> SendResult:
-        """One batch to Sendcloud; never raises for anything Sendcloud or the network does."""
+    async def send(
+        self, orders: Sequence[EncodedOrder], *, reserved: bool = False, still_mine: Callable[[], bool] | None = None
+    ) -> SendResult:
+        """One batch to Sendcloud; never raises for anything Sendcloud or the network does.
+        `still_mine` is asked at the last moment before the request goes out: False (this
+        process lost the flusher lease meanwhile) and no request is made (`not_flusher`)."""
         ...
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -64,7 +64,9 @@ class ScriptedSender:
     async def reserve(self) -> None:
         self.reserved += 1
 
-    async def send(self, orders: Sequence[EncodedOrder], *, reserved: bool = False) -> SendResult:
+    async def send(
+        self, orders: Sequence[EncodedOrder], *, reserved: bool = False, still_mine: Callable[[], bool] | None = None
+    ) -> SendResult:
         assert reserved, "the buffer reserves a token before every send"
         self.batches.append(list(orders))
         if self.hold:
@@ -367,7 +369,13 @@ async def test_sender_exception_does_not_lose_the_batch(new_store: StoreFactory)
     """A bug in the client is logged and the batch retried, not lost."""
 
     class Exploding(ScriptedSender):
-        async def send(self, orders: Sequence[EncodedOrder], *, reserved: bool = False) -> SendResult:
+        async def send(
+            self,
+            orders: Sequence[EncodedOrder],
+            *,
+            reserved: bool = False,
+            still_mine: Callable[[], bool] | None = None,
+        ) -> SendResult:
             if not self.batches:
                 self.batches.append(list(orders))
                 raise RuntimeError("boom")

@@ -574,3 +574,27 @@ async def test_a_batch_over_real_http_looks_up_no_module(serve: Any) -> None:
         finally:
             sys.meta_path.remove(spy)
     assert spy.names == []
+
+
+@pytest.mark.anyio
+async def test_a_flusher_that_lost_its_lease_makes_no_request() -> None:
+    """`still_mine` is asked once the body is encoded, just before the request: False, and
+    nothing goes out (`not_flusher`, a retry: the batch stays in flight for the next flusher)."""
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(201, json=_created([1, 2, 3]))
+
+    asked: list[bool] = []
+
+    def lost() -> bool:
+        asked.append(True)
+        return False
+
+    async with _client(handler) as client:
+        result = await client.send(ORDERS, still_mine=lost)
+        assert (result.outcome, result.status, result.cause) == (SendOutcome.RETRY, None, "not_flusher")
+        assert requests == [] and asked == [True]
+        assert (await client.send(ORDERS, still_mine=lambda: True)).outcome is SendOutcome.ACCEPTED
+    assert len(requests) == 1
