@@ -251,8 +251,11 @@ class Buffer:
             try:
                 recovered = await self.store.recover()
                 break
-            except StoreUnavailable as exc:  # the store does not flush until this succeeds
-                _log.error("lane.store_unavailable", cause=str(exc))
+            except Exception as exc:  # the store does not flush until this succeeds: try again
+                if isinstance(exc, StoreUnavailable):
+                    _log.error("lane.store_unavailable", cause=str(exc))
+                else:
+                    _log.exception("lane.error")
                 await self.clock.wait(self._closed, self._backoff(1, None))
                 if self._closing:
                     return

@@ -46,18 +46,23 @@ def supervise(commands: Sequence[Sequence[str]]) -> int:
     """Run a child per command (the arguments after the Python interpreter) until a signal stops
     them; returns the exit status (the signal re-raised first, when one stopped them)."""
     stopping: list[int] = []
+    giving_up = False
+
+    def signal_all(signum: int) -> None:
+        for child in children.values():
+            if child.process.poll() is None:
+                child.process.send_signal(signum)
 
     def forward(signum: int, frame: FrameType | None) -> None:
         if signum != signal.SIGHUP and not stopping:
             stopping.append(signum)
-        for child in children.values():
-            if child.process.poll() is None:
-                child.process.send_signal(signum)
+        signal_all(signum)
 
     children: dict[int, _Child] = {}
     previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED}
     quick_deaths = 0
     status = 0
+    failed: int | None = None
     try:
         for index, command in enumerate(commands):
             children[index] = _start(index, command)
@@ -70,23 +75,28 @@ def supervise(commands: Sequence[Sequence[str]]) -> int:
                     continue
                 del children[index]
                 status = code
-                if stopping:
+                if stopping or giving_up:
                     continue
                 lived = time.monotonic() - child.started
                 quick_deaths = quick_deaths + 1 if lived < QUICK_DEATH else 0
                 _log.error("worker.exited", worker=index, pid=child.process.pid, status=code, seconds=round(lived, 1))
                 if quick_deaths >= GIVE_UP_AFTER:
                     _log.error("workers.giving_up", deaths=quick_deaths)
-                    forward(signal.SIGTERM, None)
+                    giving_up, failed = True, code
+                    signal_all(signal.SIGTERM)
                     continue
                 time.sleep(RESTART_PAUSE)
                 if not stopping:
                     children[index] = _start(index, commands[index])
                     _log.warning("worker.restarted", worker=index, pid=children[index].process.pid)
+                    if stopping:  # a signal came while it started: it was not told
+                        children[index].process.send_signal(stopping[0])
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    _log.info("workers.stopped", status=status)
+    _log.info("workers.stopped", status=failed if failed is not None else status)
+    if failed is not None:  # the workers kept dying: the last one's status (2: a database it cannot use)
+        return failed if failed > 0 else 1
     if stopping:  # exit by the signal, as uvicorn does for one process
         signal.signal(stopping[0], signal.SIG_DFL)
         os.kill(os.getpid(), stopping[0])
@@ -94,4 +104,6 @@ def supervise(commands: Sequence[Sequence[str]]) -> int:
 
 
 def _start(index: int, command: Sequence[str]) -> _Child:
-    return _Child(index, subprocess.Popen([sys.executable, *command]), time.monotonic())
+    """A worker in a process group of its own: a terminal's Ctrl-C reaches the parent only, which
+    forwards it once (two SIGINTs make uvicorn skip the graceful shutdown)."""
+    return _Child(index, subprocess.Popen([sys.executable, *command], process_group=0), time.monotonic())

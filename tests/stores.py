@@ -29,6 +29,7 @@ async def open_store(kind: str, path: Path, dsn: str = "", **options: Any) -> St
     if kind == "postgres":
         store = PostgresStore(dsn, account="test-account", settings=settings)
         await store.connect()
+        await store.recover()  # as `Buffer.start` does: the flusher recovers before it takes
         return store
     return SqliteStore.open(path, synchronous="normal", settings=settings)
 

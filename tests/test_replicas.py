@@ -471,3 +471,30 @@ def test_a_rolling_restart_of_every_replica_under_load_answers_no_503(
     sent = sent_versions(fake)
     assert {key: v for key, v in sent.items() if v != sorted(v)} == {}
     assert fake.count_429() == 0 and fake.still_processing == 0
+
+
+def test_workers_that_keep_dying_at_start_stop_the_supervisor_with_their_status(tmp_path: Path, serve: Any) -> None:
+    """No database at that address: every worker exits 2 at start; after three quick deaths the
+    supervisor stops the rest and exits 2 too (not by a signal: a service manager sees a
+    failure), naming the store with its password hidden."""
+    url = f"postgresql://bridge:hunter2-password@127.0.0.1:{free_port()}/nowhere"
+    _, config = fake_and_config(serve, tmp_path, {"url": url})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(free_port()),
+            "--workers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "workers.giving_up" in result.stdout and "hunter2" not in result.stdout + result.stderr

@@ -420,3 +420,21 @@ async def test_a_store_that_takes_the_lease_again_recovers_before_it_flushes(pg_
         assert store.flushing()
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:pw@db:5432/ob", "postgresql://app:***@db:5432/ob"),
+        ("postgresql://app:s3cr/et@db:5432/ob", "postgresql://app:***@db:5432/ob"),  # an unencoded '/'
+        ("postgresql://app:p@ss#w?rd@db/ob", "postgresql://app:***@db/ob"),  # '@', '#', '?' in it
+        ("postgresql://db/ob?password=pw&sslmode=require", "postgresql://db/ob"),
+        ("postgresql://app@db:54x/ob", "postgresql://app@db:54x/ob"),  # a bad port: no exception
+        ("not a url pw", "(a URL that is not scheme://…)"),
+    ],
+)
+def test_a_store_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    from service.store.postgres.store import redacted
+
+    assert redacted(url) == shown
+    assert "pw" not in shown and "s3cr" not in shown and "ss#" not in shown

@@ -41,6 +41,7 @@ __all__ = [
     "entries",
     "entry",
     "fold_counts",
+    "lane_lock",
     "lane_snapshot",
     "ledger_counts",
     "remember_deliveries",
@@ -427,7 +428,7 @@ async def _lock(connection: Connection, integration_id: int, order_ids: Sequence
     )
 
 
-async def _lane_lock(connection: Connection, integration_id: int) -> None:
+async def lane_lock(connection: Connection, integration_id: int) -> None:
     """One `take` or `settle` of a lane at a time, whoever calls (a flush racing a timer, two
     leaders of different accounts during a config change): a transaction-level advisory lock."""
     await connection.execute("SELECT pg_advisory_xact_lock(hashtextextended('lane:' || $1::bigint, 0))", integration_id)
@@ -441,7 +442,7 @@ async def take(
     nothing is pending. `LostLease` (and nothing changed) when the lease is no longer this one."""
     async with connection.transaction():
         await fence(connection, lease, now=now)
-        await _lane_lock(connection, integration_id)
+        await lane_lock(connection, integration_id)
         flying = await connection.fetch(
             f"SELECT {ENTRY_COLUMNS} FROM orders WHERE integration_id = $1 AND f_seq IS NOT NULL", integration_id
         )
@@ -502,7 +503,7 @@ async def settle(connection: Connection, lease: Lease, batch: Batch, settlement:
     retried = [entry.order_id for entry in settlement.retry]
     async with connection.transaction():
         await fence(connection, lease, now=now)
-        await _lane_lock(connection, integration_id)
+        await lane_lock(connection, integration_id)
         await _lock(connection, integration_id, [entry.order_id for entry in batch.entries])
         flying = await connection.fetchval(
             "SELECT count(*) FROM orders WHERE integration_id = $1 AND f_batch = $2", integration_id, batch.id

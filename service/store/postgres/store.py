@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
@@ -81,13 +80,17 @@ _LETTER_COLUMNS = (
 
 
 def redacted(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL for messages and logs: the user name, the host, port and database; never the
+    password (whatever characters it holds, encoded or not) nor the query (`?password=…`)."""
+    scheme, found, rest = url.partition("://")
+    if not found:
+        return "(a URL that is not scheme://…)"
+    userinfo, at, place = rest.rpartition("@")
+    place = place.split("?", 1)[0].split("#", 1)[0]
+    if not at:
+        return f"{scheme}://{place}"
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{place}"
 
 
 def _letter(row: Any) -> DeadLetter:
@@ -237,7 +240,7 @@ class PostgresStore:
                     await pool.close()
             self._pool = self._write_pool = None
             raise StoreOpenError(
-                f"the PostgreSQL store at {redacted(self.url)} cannot be used: {_cause(exc)}"
+                f"the PostgreSQL store at {redacted(self.url)} cannot be used: {self._scrubbed(_cause(exc))}"
             ) from None
         self._keeper = LeaseKeeper(
             self._pool, self.account, self.holder, self.clock, ttl=self._lease_seconds, heartbeat=self._heartbeat
@@ -245,9 +248,25 @@ class PostgresStore:
         await self._keeper.step()
         lease = self._keeper.held()
         self._leading = lease.generation if lease is not None else None
-        await self._refresh()
+        try:
+            await self._refresh()
+        except StoreUnavailable as exc:
+            await self._keeper.stop()
+            for pool in (self._pool, self._write_pool):
+                await pool.close()
+            self._pool = self._write_pool = None
+            raise StoreOpenError(
+                f"the PostgreSQL store at {redacted(self.url)} cannot be used: {self._scrubbed(str(exc))}"
+            ) from None
         await self._listen()
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain(), name="store-maintenance")
+
+    def _scrubbed(self, text: str) -> str:
+        """`text` (a driver's message) without the URL or anything of its user information."""
+        text = text.replace(self.url, redacted(self.url))
+        userinfo = self.url.partition("://")[2].rpartition("@")[0]
+        secret = userinfo.partition(":")[2]
+        return text.replace(secret, "***") if secret else text
 
     async def _open_pool(self, size: int) -> asyncpg.Pool:
         return await asyncpg.create_pool(
@@ -349,16 +368,21 @@ class PostgresStore:
     async def _listen(self) -> None:
         """A connection of its own for LISTEN (notifications can be missed while it is down:
         the poll catches up)."""
+        listener: asyncpg.Connection | None = None
         try:
-            self._listener = await asyncpg.connect(
+            listener = await asyncpg.connect(
                 self.url,
                 timeout=self._command_timeout,
                 password=self._password() if self._password_file is not None else None,
             )
-            await self._listener.add_listener(sql.CHANNEL, self._notified)
+            await listener.add_listener(sql.CHANNEL, self._notified)
+            self._listener = listener
         except _UNREACHABLE as exc:
             self._listener = None
-            _log.warning("store.listen_failed", cause=_cause(exc))
+            if listener is not None:
+                with contextlib.suppress(*_UNREACHABLE):
+                    await listener.close(timeout=2)
+            _log.warning("store.listen_failed", cause=self._scrubbed(_cause(exc)))
 
     def _notified(self, connection: Any, pid: int, channel: str, payload: object) -> None:
         self._nudge.set()
@@ -439,6 +463,12 @@ class PostgresStore:
                     for job in jobs:
                         if not job.done.done():
                             job.done.set_exception(StoreUnavailable(str(exc)))
+                    continue
+                except Exception as exc:  # a bug: the webhooks get 503, nothing hangs
+                    _log.exception("store.write_error")
+                    for job in jobs:
+                        if not job.done.done():
+                            job.done.set_exception(StoreUnavailable(f"internal error ({type(exc).__name__})"))
                     continue
                 for job, result in zip(jobs, results, strict=True):
                     if not job.done.done():
@@ -539,9 +569,11 @@ class PostgresStore:
         return replace(settled, evicted=evicted)
 
     def _lease(self) -> Any:
+        """The lease takes and settles are fenced with: held, and recovered under (a process
+        that took the lease again must put back what was in flight before it flushes)."""
         lease = self._keeper.held() if self._keeper is not None else None
-        if lease is None:
-            raise NotFlusher("this replica does not hold the flusher lease")
+        if lease is None or lease.generation != self._recovered_under:
+            raise NotFlusher("this replica does not hold the flusher lease (or has not recovered under it)")
         return lease
 
     async def _evict(self, connection: asyncpg.Connection) -> tuple[DeadLetter, ...]:
@@ -646,6 +678,9 @@ class PostgresStore:
             for row in lanes:
                 async with connection.transaction():
                     xid = int(await connection.fetchval(_XID))
+                    # under the lane's lock, as take and settle: a settle of an earlier
+                    # generation's flush cannot slip in between this read and the settle below
+                    await sql.lane_lock(connection, int(row["integration_id"]))
                     flying = await self._in_flight(connection, int(row["integration_id"]))
                     if flying is None:
                         continue
