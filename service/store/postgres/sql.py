@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from adapters.sendcloud import EncodedOrder
 from service.lease import Lease, fence
-from service.store import AddResult, Arrival, Batch, Entry, Settled, Settlement, digest
+from service.store import AddResult, Arrival, Batch, DeadLetter, Entry, Settled, Settlement, digest
 from service.store.postgres.schema import Connection
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "entries",
     "entry",
     "fold_counts",
+    "insert_dead_letter",
     "lane_lock",
     "lane_snapshot",
     "ledger_counts",
@@ -481,6 +482,23 @@ async def take(
     return Batch(batch_id, integration_id, entries(integration_id, moved), attempt)
 
 
+async def insert_dead_letter(connection: Connection, letter: DeadLetter) -> int:
+    """Keep a dead letter (with the order as sent and the webhook body, when it has them);
+    returns its id."""
+    order = letter.order
+    return int(
+        await connection.fetchval(
+            "INSERT INTO dead_letters (integration_id, platform, order_id, order_number, reason, "
+            "detail, pointer, delivery_id, body, webhook, at, batch_id) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+            *(letter.integration_id, letter.platform, letter.order_id, letter.order_number),
+            *(letter.reason, letter.detail, letter.pointer, letter.delivery_id),
+            order.json if order is not None else None,
+            *(letter.webhook, letter.at, letter.batch_id),
+        )
+    )
+
+
 async def taken_by(connection: Connection, integration_id: int) -> int | None:
     """The lease generation under which the lane's batch in flight was taken (None: none in
     flight). A new leader that finds a batch of an older generation holds it back for the
@@ -528,21 +546,7 @@ async def settle(connection: Connection, lease: Lease, batch: Batch, settlement:
             dead,
             batch.id,
         )
-        kept: list[Any] = []
-        for letter in settlement.dead:
-            order = letter.order
-            kept.append(
-                await connection.fetchval(
-                    "INSERT INTO dead_letters (integration_id, platform, order_id, order_number, reason, detail, "
-                    "pointer, delivery_id, body, at, batch_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
-                    "RETURNING id",
-                    *(letter.integration_id, letter.platform, letter.order_id, letter.order_number, letter.reason),
-                    *(letter.detail, letter.pointer, letter.delivery_id),
-                    order.json if order is not None else None,
-                    letter.at,
-                    letter.batch_id,
-                )
-            )
+        kept = [await insert_dead_letter(connection, letter) for letter in settlement.dead]
         superseded = 0
         if retried:
             front = await connection.fetchval(

@@ -588,20 +588,7 @@ class PostgresStore:
     async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> Settled:
         async with self._connection() as connection, connection.transaction():
             xid = int(await connection.fetchval(_XID))
-            ids = []
-            for letter in letters:
-                order = letter.order
-                ids.append(
-                    await connection.fetchval(
-                        "INSERT INTO dead_letters (integration_id, platform, order_id, order_number, reason, "
-                        "detail, pointer, delivery_id, body, webhook, at, batch_id) "
-                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-                        *(letter.integration_id, letter.platform, letter.order_id, letter.order_number),
-                        *(letter.reason, letter.detail, letter.pointer, letter.delivery_id),
-                        order.json if order is not None else None,
-                        *(letter.webhook, letter.at, letter.batch_id),
-                    )
-                )
+            ids = [await sql.insert_dead_letter(connection, letter) for letter in letters]
             evicted = await self._evict(connection)
         added = len(letters) - len(evicted)
         self._record(xid, lambda view: _letters(view, added))
