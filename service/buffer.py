@@ -217,17 +217,12 @@ class Buffer:
         processed, and landing after a newer version of one of its orders it would overwrite
         it with the older one. Past the client's timeout that request is given up."""
         now = self.clock.monotonic()
-        held = set()
-        for batch in await self.store.recover():
-            held.add(batch.integration_id)
-            self._recovered(batch)
+        self._hold(await self.store.recover(), now)
         for integration_id in {*self.store.lanes(), *self.store.paused()}:
             lane = self._lane(integration_id)
             # As if its orders had just arrived: the lane flushes once it has been quiet for
             # debounce_seconds (or at max_wait from their stored receipt, if that comes first).
             lane.last_activity = now
-            if integration_id in held:
-                lane.not_before = now + self._recovery_hold
             lane.wake.set()
         self._housekeeping = asyncio.get_running_loop().create_task(self._prune(), name="store-prune")
 
@@ -259,22 +254,22 @@ class Buffer:
                 await self.clock.wait(self._closed, self._backoff(1, None))
                 if self._closing:
                     return
-        now = self.clock.monotonic()
-        for batch in recovered:
-            self._recovered(batch)
-            self._lane(batch.integration_id).not_before = now + self._recovery_hold
+        self._hold(recovered, self.clock.monotonic())
         for lane in self._lanes.values():
             lane.wake.set()
 
-    def _recovered(self, batch: Batch) -> None:
-        _log.warning(
-            "batch.recovered",
-            integration_id=batch.integration_id,
-            batch_id=batch.id,
-            size=len(batch.entries),
-            attempt=batch.attempt,
-            hold_seconds=self._recovery_hold,
-        )
+    def _hold(self, recovered: Sequence[Batch], now: float) -> None:
+        """The lanes whose batch was in flight wait `recovery_hold` seconds from `now`."""
+        for batch in recovered:
+            _log.warning(
+                "batch.recovered",
+                integration_id=batch.integration_id,
+                batch_id=batch.id,
+                size=len(batch.entries),
+                attempt=batch.attempt,
+                hold_seconds=self._recovery_hold,
+            )
+            self._lane(batch.integration_id).not_before = now + self._recovery_hold
 
     async def _prune(self) -> None:
         """Now and every `prune_seconds`: dead letters past their retention and expired delivery

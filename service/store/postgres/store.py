@@ -459,16 +459,15 @@ class PostgresStore:
                 steps, self._later_history = self._later_history, []
                 try:
                     results = await self._commit_group([job.arrival for job in jobs], deliveries, steps)
-                except StoreUnavailable as exc:
+                except Exception as exc:  # the webhooks get 503 (a bug too: nothing hangs)
+                    if isinstance(exc, StoreUnavailable):
+                        cause = str(exc)
+                    else:
+                        _log.exception("store.write_error")
+                        cause = f"internal error ({type(exc).__name__})"
                     for job in jobs:
                         if not job.done.done():
-                            job.done.set_exception(StoreUnavailable(str(exc)))
-                    continue
-                except Exception as exc:  # a bug: the webhooks get 503, nothing hangs
-                    _log.exception("store.write_error")
-                    for job in jobs:
-                        if not job.done.done():
-                            job.done.set_exception(StoreUnavailable(f"internal error ({type(exc).__name__})"))
+                            job.done.set_exception(StoreUnavailable(cause))
                     continue
                 for job, result in zip(jobs, results, strict=True):
                     if not job.done.done():
