@@ -39,6 +39,8 @@ from service.ratelimit import RateLimiter
 from service.sendcloud import SendcloudClient
 from service.store import AddResult, DeadLetter, HistoryEvent, Store, StoreSettings, StoreUnavailable
 from service.store.factory import open_store
+from service.store.relay import RelayStore, StoreHost
+from service.store.sqlite import SqliteStore
 
 __all__ = ["AppState", "create_app"]
 
@@ -406,10 +408,19 @@ def _integrations(config: Config) -> dict[int, _Integration]:
 
 
 def create_app(
-    config: Config, *, transport: httpx.AsyncBaseTransport | None = None, config_path: str | None = None
+    config: Config,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    config_path: str | None = None,
+    host_store_at: str | None = None,
+    relay_store_to: str | None = None,
 ) -> Starlette:
     """The service for `config`. `transport` replaces the network (tests); with `base_url =
-    "sandbox"` the built-in fake Sendcloud answers in-process and is mounted at `/sandbox`."""
+    "sandbox"` the built-in fake Sendcloud answers in-process and is mounted at `/sandbox`.
+
+    `serve --workers N` on SQLite (`service.store.relay`): the first worker owns the file and
+    answers the others' store calls on the Unix socket `host_store_at`; the others keep no store
+    of their own and relay to it (`relay_store_to`)."""
     metrics = Metrics()
     sandbox: FakeSendcloud | None = None
     routes: list[BaseRoute] = [
@@ -455,13 +466,22 @@ def create_app(
         dedupe_ttl=bc.dedupe_ttl_seconds,
         dedupe_max_entries=bc.dedupe_max_entries,
     )
-    store = open_store(
-        config.store.url,
-        synchronous=config.store.synchronous,
-        settings=kept,
-        account=account_key(public_key),
-        password_file=config.store.password_file,
-    )
+    store: Store
+    if relay_store_to is not None:
+        store = RelayStore(relay_store_to, kept)
+    else:
+        store = open_store(
+            config.store.url,
+            synchronous=config.store.synchronous,
+            settings=kept,
+            account=account_key(public_key),
+            password_file=config.store.password_file,
+        )
+    host: StoreHost | None = None
+    if host_store_at is not None:
+        if not isinstance(store, SqliteStore):
+            raise ValueError("only a SQLite store is hosted for other workers")
+        host = StoreHost(store, host_store_at)
     buffer = Buffer(
         settings,
         client,
@@ -486,6 +506,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.connect()
         await buffer.start()
+        if host is not None:
+            await host.start()
         state.started = True
         reloads = config_path is not None and _on_sighup(state.reload)
         _log.info(
@@ -503,6 +525,8 @@ def create_app(
             state.begin_shutdown()
             await buffer.close(bc.shutdown_timeout_seconds)
             await client.aclose()
+            if host is not None:  # the other workers' calls were answered until now
+                await host.close()
             await store.close()
             _log.info("service.stopped", dead_letters=store.dead_letter_count())
 

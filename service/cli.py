@@ -49,11 +49,14 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="acceptor processes on the port (SO_REUSEPORT); more than 1 needs a PostgreSQL store",
+        help="acceptor processes on the port (SO_REUSEPORT), on a PostgreSQL or SQLite store",
     )
-    # set by `--workers` for its children: bind with SO_REUSEPORT; no admin listener
+    # set by `--workers` for its children: bind with SO_REUSEPORT; no admin listener; on SQLite,
+    # the first worker answers the others' store calls on a Unix socket, which they relay to
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--no-admin", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--host-store-at", help=argparse.SUPPRESS)
+    serve.add_argument("--relay-store-to", help=argparse.SUPPRESS)
 
     check = commands.add_parser("check-config", help="validate a config file without starting")
     check.add_argument("file", help="the TOML config")
@@ -159,7 +162,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers != 1:
         return _serve_workers(args, str(path), config)
     try:
-        app = create_app(config, config_path=str(path))
+        app = create_app(
+            config, config_path=str(path), host_store_at=args.host_store_at, relay_store_to=args.relay_store_to
+        )
     except StoreOpenError as exc:
         return _fail(str(exc))
     state = app.state.order_bridge
@@ -231,17 +236,19 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_workers(args: argparse.Namespace, path: str, config: Any) -> int:
-    """`serve --workers N`: N children on the port, supervised (`service.workers`)."""
-    from service.store.factory import is_postgres
+    """`serve --workers N`: N children on the port, supervised (`service.workers`). On PostgreSQL
+    every worker uses the database; on SQLite the first owns the file and the others relay their
+    store calls to it over a Unix socket in a private temporary folder (`service.store.relay`)."""
+    import shutil
+    import tempfile
+
+    from service.store.factory import MEMORY, is_postgres
     from service.workers import supervise
 
     if args.workers < 1:
         return _fail("--workers must be 1 or more")
-    if not is_postgres(config.store.url):
-        return _fail(
-            '--workers needs a store every worker shares: [store] url = "postgresql://…" '
-            "(a SQLite file is one process's)"
-        )
+    if config.store.url == MEMORY:
+        return _fail('--workers needs a store the workers share: [store] url = "sqlite:///…" or "postgresql://…"')
     command = ["-m", "service", "serve", "--config", path, "--reuse-port"]
     if args.host:
         command += ["--host", args.host]
@@ -249,7 +256,15 @@ def _serve_workers(args: argparse.Namespace, path: str, config: Any) -> int:
         command += ["--port", str(args.port)]
     # the admin listener (when configured) in the first worker only
     first = command + (["--admin-port", str(args.admin_port)] if args.admin_port else [])
-    return supervise([first] + [[*command, "--no-admin"]] * (args.workers - 1))
+    others = [*command, "--no-admin"]
+    if is_postgres(config.store.url):
+        return supervise([first] + [others] * (args.workers - 1))
+    folder = tempfile.mkdtemp(prefix="order-bridge-")  # mode 0700: only this user reaches the socket
+    relay = os.path.join(folder, "store.sock")
+    return supervise(
+        [[*first, "--host-store-at", relay]] + [[*others, "--relay-store-to", relay]] * (args.workers - 1),
+        cleanup=lambda: shutil.rmtree(folder, ignore_errors=True),
+    )
 
 
 def _reuse_port_socket(host: str, port: int) -> socket.socket:

@@ -2,14 +2,16 @@
 one core (issue 12).
 
 The parent takes no webhook itself: it starts N `serve` children, each binding the port with
-`SO_REUSEPORT` (the kernel spreads new connections over them), all on the one PostgreSQL store,
-where one of them flushes per Sendcloud account — the holder of the lease, as between pods. The
-admin listener runs in the first child only. The parent forwards SIGTERM, SIGINT and SIGHUP to
-every child; a child that dies while the parent is not stopping is started again (after
-`RESTART_PAUSE` seconds), unless children keep dying within `QUICK_DEATH` seconds of their start
-(`GIVE_UP_AFTER` times in a row: a database that cannot be used, say) — then the rest are
-stopped and the parent exits with the last child's status. Stopped by a signal, it waits for the
-children and exits by that signal, as a single `serve` does.
+`SO_REUSEPORT` (the kernel spreads new connections over them). On PostgreSQL all use the
+database, where one of them flushes per Sendcloud account — the holder of the lease, as between
+pods; on SQLite the first child owns the file and flushes, the others relay their store calls to
+it (`service.store.relay`). The admin listener runs in the first child only. The parent
+forwards SIGTERM, SIGINT and SIGHUP to every child; a child that dies while the parent is not
+stopping is started again (after `RESTART_PAUSE` seconds), unless children keep dying within
+`QUICK_DEATH` seconds of their start (`GIVE_UP_AFTER` times in a row: a database that cannot be
+used, say) — then the rest are stopped and the parent exits with the last child's status.
+Stopped by a signal, it waits for the children and exits by that signal, as a single `serve`
+does.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
@@ -42,9 +44,10 @@ class _Child:
     started: float
 
 
-def supervise(commands: Sequence[Sequence[str]]) -> int:
+def supervise(commands: Sequence[Sequence[str]], cleanup: Callable[[], None] | None = None) -> int:
     """Run a child per command (the arguments after the Python interpreter) until a signal stops
-    them; returns the exit status (the signal re-raised first, when one stopped them)."""
+    them; returns the exit status (the signal re-raised first, when one stopped them). `cleanup`
+    runs once every child has exited."""
     stopping: list[int] = []
     giving_up = False
 
@@ -94,6 +97,8 @@ def supervise(commands: Sequence[Sequence[str]]) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if cleanup is not None:
+            cleanup()
     _log.info("workers.stopped", status=failed if failed is not None else status)
     if failed is not None:  # the workers kept dying: the last one's status (2: a database it cannot use)
         return failed if failed > 0 else 1

@@ -317,17 +317,6 @@ def test_two_workers_share_the_port_and_one_of_them_flushes(
     assert fake.count_429() == 0 and fake.still_processing == 0
 
 
-def test_workers_need_a_shared_store(tmp_path: Path, serve: Any) -> None:
-    _, config = fake_and_config(serve, tmp_path, {"url": f"sqlite:///{tmp_path / 'state.db'}"})
-    result = subprocess.run(
-        [sys.executable, "-m", "service", "serve", "--config", str(config), "--workers", "2"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2 and "--workers needs a store every worker shares" in result.stderr
-
-
 def test_a_rolling_restart_of_every_replica_under_load_answers_no_503(
     tmp_path: Path, serve: Any, pg_dsn: str, postgres: PostgresServer
 ) -> None:

@@ -17,7 +17,9 @@ the store has the order. Reads are plain calls on what the store keeps at hand (
 oldest receipt time), because the flush loop and the metrics read them all the time.
 
 Stores: `service.store.memory.MemoryStore` (the process's memory; everything is lost with the
-process) and `service.store.sqlite.SqliteStore` (one SQLite file; what committed survives a crash).
+process), `service.store.sqlite.SqliteStore` (one SQLite file; what committed survives a crash),
+`service.store.relay.RelayStore` (the workers of `serve --workers` reaching the file their first
+worker owns) and `service.store.postgres.PostgresStore` (one database, shared by replicas).
 """
 
 from __future__ import annotations

@@ -517,6 +517,7 @@ class SqliteStore:
         self._available = True
         self._sent_seq = 0
         self._lock: int | None = None
+        self._changed: Callable[[Iterable[int], bool], None] | None = None
         self._reload()
         self._writer = _Writer(connection)
 
@@ -669,7 +670,14 @@ class SqliteStore:
         return True
 
     def watch(self, changed: Callable[[Iterable[int], bool], None]) -> None:
-        """Nobody else writes the file (one process per file): `changed` is never called."""
+        """One process writes the file; `changed` hears of the lanes that other workers of
+        `serve --workers` filled through it (`service.store.relay`)."""
+        self._changed = changed
+
+    def changed_elsewhere(self, integration_ids: Iterable[int]) -> None:
+        """Orders (or a pause) came into these lanes by the relay: the buffer's timers restart."""
+        if self._changed is not None:
+            self._changed(integration_ids, False)
 
     async def add(self, arrival: Arrival) -> AddResult:
         lane = self._mem._lane(arrival.integration_id)

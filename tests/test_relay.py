@@ -1,0 +1,213 @@
+"""The SQLite store shared by `serve --workers` (`service.store.relay`), in one process over a
+real Unix socket: an acceptor's store calls reach the owner's file and come back as the
+protocol's types; a delivery taken by one worker is a duplicate at another; the owner's buffer
+hears of the lanes acceptors fill; the owner gone is `StoreUnavailable` at once (503), and
+back, the relay connects anew by itself. The processes themselves: `tests/test_workers.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from service.store import AddResult, DeadLetter, NotFlusher, Settlement, StoreSettings, StoreUnavailable
+from service.store import relay as relay_module
+from service.store.relay import RelayStore, StoreHost
+from service.store.sqlite import SqliteStore
+from tests.versions import arrival
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Owner:
+    """The first worker's side: its store (the file) and what its buffer was told."""
+
+    path: Path
+    socket: str
+    store: SqliteStore
+    host: StoreHost
+    told: list[int] = field(default_factory=list)
+    running: bool = True
+
+    def changed(self, integration_ids: Iterable[int], took_over: bool) -> None:
+        assert not took_over
+        self.told += integration_ids
+
+    @classmethod
+    async def start(cls, path: Path, socket: str) -> Owner:
+        store = SqliteStore.open(path, synchronous="normal")
+        owner = cls(path, socket, store, StoreHost(store, socket))
+        store.watch(owner.changed)
+        await owner.host.start()
+        return owner
+
+    async def stop(self) -> None:
+        if self.running:
+            self.running = False
+            await self.host.close()
+            await self.store.close()
+
+    async def restart(self) -> None:
+        again = await Owner.start(self.path, self.socket)
+        self.store, self.host, self.running = again.store, again.host, True
+        again.store.watch(self.changed)
+
+
+@pytest.fixture
+async def owner(tmp_path: Path) -> AsyncIterator[Owner]:
+    started = await Owner.start(tmp_path / "state.db", str(tmp_path / "store.sock"))
+    yield started
+    await started.stop()
+
+
+async def connected(socket: str) -> RelayStore:
+    relay = RelayStore(socket, StoreSettings())
+    await relay.connect()
+    return relay
+
+
+async def until(check: object, seconds: float = 5.0) -> None:
+    async def poll() -> None:
+        while not check():  # type: ignore[operator]
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), seconds)
+
+
+@pytest.mark.anyio
+async def test_an_acceptors_orders_are_committed_in_the_owners_file(owner: Owner) -> None:
+    relay = await connected(owner.socket)
+    try:
+        assert os.stat(owner.socket).st_mode & 0o777 == 0o600
+        results = await asyncio.gather(*(relay.add(arrival(f"r{n}", 1)) for n in range(20)))
+        assert results == [AddResult.BUFFERED] * 20
+        assert await relay.add(arrival("r0", 2)) is AddResult.COALESCED
+        assert await relay.add(arrival("r0", 1)) is AddResult.STALE
+        assert owner.store.pending(7) == 20 and set(owner.told) == {7}
+        # the relay's reads come from the owner's snapshot
+        await until(lambda: relay.pending(7) == 20)
+        assert relay.lanes() == (7,) and relay.unsettled() == 20 and relay.in_flight(7) == 0
+        assert relay.ledger() == owner.store.ledger() and relay.ledger().accepted == 21
+        assert relay.oldest_received(7) == owner.store.oldest_received(7) and relay.available()
+        # the admin reads carry the protocol's types back
+        listed = await relay.list_pending(7, 3)
+        assert [e.order_id for e in listed] == [e.order_id for e in await owner.store.list_pending(7, 3)]
+        assert listed[0].order.json == (await owner.store.list_pending(7, 1))[0].order.json
+        steps = await relay.history(7, order_id="r0")
+        assert [s.outcome for s in steps] == ["buffered", "coalesced", "stale"]
+    finally:
+        await relay.close()
+    # what was answered is in the file: the owner started again reads it back
+    await owner.stop()
+    await owner.restart()
+    assert owner.store.pending(7) == 20
+
+
+@pytest.mark.anyio
+async def test_a_delivery_taken_by_one_worker_is_a_duplicate_at_another(owner: Owner) -> None:
+    first, second = await connected(owner.socket), await connected(owner.socket)
+    try:
+        delivered = arrival("d1", 1)._replace(delivery_id="delivery-1")
+        assert await first.add(delivered) is AddResult.BUFFERED
+        assert first.seen_delivery(7, "delivery-1", 1.0)  # its own retry: caught before translating
+        assert not second.seen_delivery(7, "delivery-1", 1.0)
+        assert await second.add(delivered) is AddResult.DUPLICATE  # the owner caught it
+        # a delivery taken without an order (an ignored topic) reaches the owner too
+        second.remember_delivery(7, "delivery-2", 1.0)
+        await until(lambda: owner.store.seen_delivery(7, "delivery-2", 1.0))
+        assert await first.add(arrival("d2", 1)._replace(delivery_id="delivery-2")) is AddResult.DUPLICATE
+        assert owner.store.ledger().accepted == 1
+    finally:
+        await first.close()
+        await second.close()
+
+
+@pytest.mark.anyio
+async def test_dead_letters_and_pauses_go_to_the_owner(owner: Owner) -> None:
+    relay = await connected(owner.socket)
+    try:
+        letter = DeadLetter(7, "shopify", "x1", "invalid_address", "no street", at=5.0, webhook=b'{"id": 1}')
+        settled = await relay.add_dead_letters([letter])
+        assert [k.id for k in settled.kept] == [1] and owner.store.dead_letter_count() == 1
+        assert await relay.dead_letter_webhook(1) == b'{"id": 1}'
+        assert [d.order_id for d in await relay.dead_letters(7, reason="invalid_address")] == ["x1"]
+        failed = await relay.dead_letter_failed_again(1, "still no street", 6.0)
+        assert failed is not None and failed.attempts == 1
+        assert (await relay.resolve_dead_letter(1, "discarded")) is not None and await relay.dead_letter(1) is None
+        await relay.set_paused(7, True)
+        assert owner.store.paused() == frozenset({7}) and owner.told == [7]
+        await until(lambda: relay.paused() == frozenset({7}))
+    finally:
+        await relay.close()
+
+
+@pytest.mark.anyio
+async def test_an_acceptor_never_flushes(owner: Owner) -> None:
+    relay = await connected(owner.socket)
+    try:
+        assert await relay.add(arrival("f1", 1)) is AddResult.BUFFERED
+        assert not relay.flushing() and await relay.recover() == () and await relay.prune(0.0) == 0
+        with pytest.raises(NotFlusher):
+            await relay.take(7, 100, batch_id="b", attempt=1)
+        batch = await owner.store.take(7, 100, batch_id="b", attempt=1)
+        assert batch is not None
+        with pytest.raises(NotFlusher):
+            await relay.settle(batch, Settlement(batch.entries, (), (), ()))
+        assert (await relay.batch_in_flight(7)) == batch  # the owner's batch, read through the relay
+        await until(lambda: relay.in_flight(7) == 1 and relay.pending(7) == 0)
+    finally:
+        await relay.close()
+
+
+@pytest.mark.anyio
+async def test_the_owner_gone_is_unavailable_at_once_and_back_the_relay_reconnects(owner: Owner) -> None:
+    relay = await connected(owner.socket)
+    try:
+        assert await relay.add(arrival("g1", 1)) is AddResult.BUFFERED
+        await owner.stop()
+        await until(lambda: not relay.available())
+        with pytest.raises(StoreUnavailable, match="not running"):
+            await relay.add(arrival("g2", 1))
+        await owner.restart()
+        await until(relay.available)
+        assert await relay.add(arrival("g2", 1)) is AddResult.BUFFERED
+        assert owner.store.pending(7) == 2
+    finally:
+        await relay.close()
+
+
+@pytest.mark.anyio
+async def test_an_owner_that_stops_answering_fails_the_call_and_the_host_survives_garbage(
+    owner: Owner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frame that is not a relay's is dropped with its connection (logged), the host goes on;
+    a call the owner never answers fails after `CALL_TIMEOUT` (503), not never."""
+    _, writer = await asyncio.open_unix_connection(owner.socket)
+    writer.write(struct.pack(">I", 3) + b"\xc1\xc1\xc1")  # 0xc1: never valid MessagePack
+    await writer.drain()
+    relay = await connected(owner.socket)
+    try:
+        assert await relay.add(arrival("h1", 1)) is AddResult.BUFFERED
+        monkeypatch.setattr(relay_module, "CALL_TIMEOUT", 0.3)
+        stuck = asyncio.Event()
+
+        async def never(*args: object) -> AddResult:
+            await stuck.wait()
+            return AddResult.BUFFERED
+
+        monkeypatch.setattr(owner.store, "add", never)
+        with pytest.raises(StoreUnavailable, match="did not answer"):
+            await relay.add(arrival("h2", 1))
+        stuck.set()
+    finally:
+        writer.close()
+        await relay.close()
