@@ -28,10 +28,14 @@
 #     database's CPU is measured too (db CPU %), and each target's CPU-µs per webhook counts the
 #     service's processes and the database's.
 #
-# Usage: bash run_ingest.sh [-r RUNS] [-d SECONDS] [-w WARMUP_SECONDS] [-c CONNS] [-t THREADS] [-o] [-p] [-s]
+#   - with -W, svc/order-bridge-sqlite-2w: `serve --workers 2` on the SQLite store (the first
+#     worker owns the file, the other relays to it), pinned to SERVER_CPU and LOAD_CPU like pg-2w.
+#
+# Usage: bash run_ingest.sh [-r RUNS] [-d SECONDS] [-w WARMUP_SECONDS] [-c CONNS] [-t THREADS] [-o] [-p] [-s] [-W]
 #   -o  only the order-bridge targets (no reference apps; ratios then need another run's figures)
 #   -p  add the PostgreSQL targets
 #   -s  only the store targets that -p compares: SQLite and PostgreSQL (implies -o)
+#   -W  add the SQLite `serve --workers 2` target
 # Environment (defaults): VENV=<project>/.venv SERVER_CPU=0 LOAD_CPU=1 PG_CPU=$SERVER_CPU BASE_PORT=18800
 #   OUT_DIR=/tmp/bench-results/<UTC timestamp>/ingest NOISY_PCT=15
 # A run during which other processes used more than NOISY_PCT % of a CPU (this machine is
@@ -47,11 +51,11 @@ SERVER_CPU="${SERVER_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
 BASE_PORT="${BASE_PORT:-18800}"
 PG_CPU="${PG_CPU:-$SERVER_CPU}"
-RUNS=5; DURATION=10; WARMUP=3; CONNS=64; THREADS=2; ONLY_SVC=0; PG=0; STORES=0
-while getopts "r:d:w:c:t:opsh" opt; do
+RUNS=5; DURATION=10; WARMUP=3; CONNS=64; THREADS=2; ONLY_SVC=0; PG=0; STORES=0; LITE2=0
+while getopts "r:d:w:c:t:opsWh" opt; do
   case "$opt" in
     r) RUNS="$OPTARG" ;; d) DURATION="$OPTARG" ;; w) WARMUP="$OPTARG" ;;
-    c) CONNS="$OPTARG" ;; t) THREADS="$OPTARG" ;; o) ONLY_SVC=1 ;; p) PG=1 ;; s) PG=1; STORES=1; ONLY_SVC=1 ;;
+    c) CONNS="$OPTARG" ;; t) THREADS="$OPTARG" ;; o) ONLY_SVC=1 ;; p) PG=1 ;; s) PG=1; STORES=1; ONLY_SVC=1 ;; W) LITE2=1 ;;
     *) sed -n '2,40p' "$0"; exit 2 ;;
   esac
 done
@@ -60,6 +64,7 @@ TARGETS=()
 [ "$ONLY_SVC" = 0 ] && TARGETS+=("bare/uvicorn uvicorn bare_app:app" "hmac/uvicorn uvicorn hmac_app:app")
 [ "$STORES" = 0 ] && TARGETS+=("svc/order-bridge serve order-bridge memory")
 TARGETS+=("svc/order-bridge-sqlite serve order-bridge sqlite")
+[ "$LITE2" = 1 ] && TARGETS+=("svc/order-bridge-sqlite-2w serve order-bridge sqlite2")
 [ "$PG" = 1 ] && TARGETS+=("svc/order-bridge-postgres serve order-bridge postgres" "svc/order-bridge-pg-2w serve order-bridge postgres2")
 
 command -v wrk >/dev/null || { echo "wrk not found (apt-get install -y wrk)"; exit 1; }
@@ -139,7 +144,8 @@ start_server() {  # server appspec port tag store
       FAKE_PID=$!
       wait_http "$fport" /bench/requests "$FAKE_PID" "$OUT_DIR/$tag.fake.log" || return 1
       local url="memory://" cpus="$SERVER_CPU" workers=1
-      [ "$store" = sqlite ] && { rm -f "$OUT_DIR/$tag.db"*; url="sqlite:///$OUT_DIR/$tag.db"; }
+      [ "$store" = sqlite ] || [ "$store" = sqlite2 ] && { rm -f "$OUT_DIR/$tag.db"*; url="sqlite:///$OUT_DIR/$tag.db"; }
+      [ "$store" = sqlite2 ] && { cpus="$SERVER_CPU,$LOAD_CPU"; workers=2; }
       if [ "$store" = postgres ] || [ "$store" = postgres2 ]; then
         PG_DIR="$OUT_DIR/$tag.pg"
         url="$("$VENV/bin/python" "$HERE/pg_server.py" start "$PG_DIR" --cpu "$PG_CPU")" || { echo "PostgreSQL did not start"; PG_DIR=""; return 1; }
@@ -314,6 +320,10 @@ if pg and lite:
     print()
     print(f"PostgreSQL store vs SQLite store (one process each), same run: {pg:,.0f} / {lite:,.0f} req/s = {pg / lite:.3f}x")
     summary["postgres_vs_sqlite"] = pg / lite
+lite2 = med_rps.get("svc/order-bridge-sqlite-2w")
+if lite and lite2:
+    print(f"serve --workers 2 vs one process, both on SQLite: {lite2:,.0f} / {lite:,.0f} req/s = {lite2 / lite:.3f}x")
+    summary["sqlite_workers2_vs_1"] = lite2 / lite
 if pg and pg2:
     print(f"serve --workers 2 vs one process, both on PostgreSQL: {pg2:,.0f} / {pg:,.0f} req/s = {pg2 / pg:.3f}x")
     summary["workers2_vs_1"] = pg2 / pg

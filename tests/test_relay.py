@@ -7,6 +7,7 @@ back, the relay connects anew by itself. The processes themselves: `tests/test_w
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import struct
 from collections.abc import AsyncIterator, Iterable
@@ -90,6 +91,8 @@ async def test_an_acceptors_orders_are_committed_in_the_owners_file(owner: Owner
         assert os.stat(owner.socket).st_mode & 0o777 == 0o600
         results = await asyncio.gather(*(relay.add(arrival(f"r{n}", 1)) for n in range(20)))
         assert results == [AddResult.BUFFERED] * 20
+        await relay.connect()  # again, as the app's start-up does after the CLI's: the same connection
+        gc.collect()
         assert await relay.add(arrival("r0", 2)) is AddResult.COALESCED
         assert await relay.add(arrival("r0", 1)) is AddResult.STALE
         assert owner.store.pending(7) == 20 and set(owner.told) == {7}

@@ -61,15 +61,18 @@ def test_two_workers_on_sqlite_share_the_file_and_lose_nothing_to_kill_9(tmp_pat
         wait_for(lambda: all(fake.order(7, str(8000 + n)) is not None for n in range(300)), timeout=30)
 
         load = RoundRobinLoad([parent.url], seed=31).start()
-        time.sleep(1.0)
+        time.sleep(2.0)
+        assert set(load.answers) <= {"accepted:200", "ignored:200"}, load.answers  # 503s only while the owner is down
         os.kill(owner, signal.SIGKILL)
         restarted(parent, owner)
-        time.sleep(1.0)
+        time.sleep(1.0)  # the acceptor has connected again
+        unavailable = load.answers["store_unavailable:503"]
         (acceptor,) = [pid for pid in children_of(parent.process.pid) if pid != owner_of_the_file(parent)]
         os.kill(acceptor, signal.SIGKILL)
         restarted(parent, acceptor)
-        time.sleep(1.0)
+        time.sleep(2.0)
         load.stop()
+        assert load.answers["store_unavailable:503"] == unavailable, load.answers
 
         def arrived(order_id: str, minute: int) -> bool:
             final = minute_of(fake.order(7, order_id))

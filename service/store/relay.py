@@ -271,25 +271,27 @@ class RelayStore:
     async def connect(self) -> None:
         """Keep a connection to the owner from now on; wait up to `CONNECT_WAIT` seconds for the
         first (the owner may still be reading its file), then serve anyway — answering 503 until
-        the owner answers."""
-        self._task = asyncio.get_running_loop().create_task(self._stay_connected(), name="store-relay")
+        the owner answers. Called again (the CLI connects before serving, the app's start-up
+        too), it waits for the same connection."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._stay_connected(), name="store-relay")
         try:
             await asyncio.wait_for(self._connected.wait(), CONNECT_WAIT)
         except TimeoutError:
             _log.error("store.owner_unreachable", socket=self.path, seconds=CONNECT_WAIT)
 
     async def _stay_connected(self) -> None:
-        logged = False
+        quiet = True  # at start the owner is still opening its file: `connect` says if it takes long
         while not self._closing:
             try:
                 reader, writer = await asyncio.open_unix_connection(self.path)
             except OSError as exc:
-                if not logged:
+                if not quiet:
                     _log.warning("store.owner_unreachable", socket=self.path, cause=exc.strerror or str(exc))
-                    logged = True
+                    quiet = True
                 await asyncio.sleep(_RECONNECT_PAUSE)
                 continue
-            logged = False
+            quiet = False
             self._writer = writer
             polling = asyncio.get_running_loop().create_task(self._poll())
             try:
@@ -301,8 +303,8 @@ class RelayStore:
                 self._snapshot_at = -1e9
                 writer.close()
                 self._fail_waiting("the store's owner (the first worker) went away")
-            if not self._closing:
-                _log.error("store.owner_lost", socket=self.path)
+            if not self._closing:  # a warning: at a shutdown of all workers the owner may close first
+                _log.warning("store.owner_lost", socket=self.path)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
