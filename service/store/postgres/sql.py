@@ -576,3 +576,28 @@ async def settle(connection: Connection, lease: Lease, batch: Batch, settlement:
         await count(connection, sent=len(sent), dead_lettered=len(dead), superseded=superseded)
     letters = tuple(replace(letter, id=int(letter_id)) for letter, letter_id in zip(settlement.dead, kept, strict=True))
     return Settled(superseded, (), letters)
+
+
+async def forget_sent(connection: Connection, keep: int) -> int:
+    """Delete the rows of orders with nothing pending or in flight beyond the newest `keep` sent
+    of each lane (by their arrival numbers): the table does not grow with every order ever sent.
+    A stale repeat of a forgotten order is then taken as new, as with the other stores'
+    `remember_sent`. Each row is checked again as it is deleted (a version arriving meanwhile
+    keeps it). Returns the number of rows deleted."""
+    status = await connection.execute(
+        """
+        DELETE FROM orders o
+        USING (
+            SELECT integration_id, order_id FROM (
+                SELECT integration_id, order_id,
+                       row_number() OVER (PARTITION BY integration_id ORDER BY s_seq DESC) AS newer
+                FROM orders WHERE p_seq IS NULL AND f_seq IS NULL
+            ) ranked
+            WHERE newer > $1
+        ) old
+        WHERE o.integration_id = old.integration_id AND o.order_id = old.order_id
+          AND o.p_seq IS NULL AND o.f_seq IS NULL
+        """,
+        keep,
+    )
+    return int(status.rsplit(" ", 1)[1])

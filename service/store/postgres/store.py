@@ -646,6 +646,7 @@ class PostgresStore:
             )
             await connection.execute("DELETE FROM deliveries WHERE expires_at <= $1", now)
             await connection.execute("DELETE FROM history WHERE at < $1", now - self.settings.history_retention)
+            await sql.forget_sent(connection, self.settings.remember_sent)
         gone = len(dropped)
         self._record(xid, lambda view: _letters(view, -gone))
         return gone
