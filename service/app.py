@@ -477,11 +477,6 @@ def create_app(
             account=account_key(public_key),
             password_file=config.store.password_file,
         )
-    host: StoreHost | None = None
-    if host_store_at is not None:
-        if not isinstance(store, SqliteStore):
-            raise ValueError("only a SQLite store is hosted for other workers")
-        host = StoreHost(store, host_store_at)
     buffer = Buffer(
         settings,
         client,
@@ -490,6 +485,11 @@ def create_app(
         dead_letter_capacity=bc.dead_letter_capacity,
         recovery_hold=sc.timeout_seconds,
     )
+    host: StoreHost | None = None
+    if host_store_at is not None:
+        if not isinstance(store, SqliteStore):
+            raise ValueError("only a SQLite store is hosted for other workers")
+        host = StoreHost(store, host_store_at, buffer.admit)
     integrations = _integrations(config)
     state = AppState(
         config=config,

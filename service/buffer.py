@@ -300,10 +300,7 @@ class Buffer:
         """Buffer one order version; returns once the store has it. `received_at` is wall-clock
         seconds (default: now); `topic` and `replay_of` (a dead letter's id) go into the order's
         history. Raises `BufferFull` or `BufferClosed` (→ 503)."""
-        if self._closing:
-            raise BufferClosed
-        if self.store.unsettled() >= self.settings.max_pending:
-            raise BufferFull
+        self._admissible()
         arrival = Arrival(
             integration_id,
             platform,
@@ -315,6 +312,23 @@ class Buffer:
             order.order_number,
             replay_of,
         )
+        return await self._admit(arrival)
+
+    def _admissible(self) -> None:
+        if self._closing:
+            raise BufferClosed
+        if self.store.unsettled() >= self.settings.max_pending:
+            raise BufferFull
+
+    async def admit(self, arrival: Arrival) -> AddResult:
+        """`add` for an order version already encoded: another worker's, relayed to this one,
+        which owns the store (`service.store.relay`) — under the same rules (`BufferClosed`,
+        `BufferFull`) and waking the lane the same way."""
+        self._admissible()
+        return await self._admit(arrival)
+
+    async def _admit(self, arrival: Arrival) -> AddResult:
+        integration_id = arrival.integration_id
         lane = self._lane(integration_id)
         began = time.perf_counter()
         result = await self.store.add(arrival)

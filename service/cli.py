@@ -238,11 +238,11 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_workers(args: argparse.Namespace, path: str, config: Any) -> int:
     """`serve --workers N`: N children on the port, supervised (`service.workers`). On PostgreSQL
     every worker uses the database; on SQLite the first owns the file and the others relay their
-    store calls to it over a Unix socket in a private temporary folder (`service.store.relay`)."""
+    store calls to it over a Unix socket beside the file (`service.store.relay`)."""
     import shutil
-    import tempfile
 
-    from service.store.factory import MEMORY, is_postgres
+    from service.store.factory import MEMORY, is_postgres, sqlite_path
+    from service.store.relay import socket_path
     from service.workers import supervise
 
     if args.workers < 1:
@@ -259,11 +259,21 @@ def _serve_workers(args: argparse.Namespace, path: str, config: Any) -> int:
     others = [*command, "--no-admin"]
     if is_postgres(config.store.url):
         return supervise([first] + [others] * (args.workers - 1))
-    folder = tempfile.mkdtemp(prefix="order-bridge-")  # mode 0700: only this user reaches the socket
-    relay = os.path.join(folder, "store.sock")
+    store_file = sqlite_path(config.store.url)
+    if store_file is None:
+        return _fail(f"no store for that URL: {config.store.url}")
+    relay, folder = socket_path(store_file)
+
+    def cleanup() -> None:  # the owner removes its socket, unless it was killed
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(relay)
+
     return supervise(
         [[*first, "--host-store-at", relay]] + [[*others, "--relay-store-to", relay]] * (args.workers - 1),
-        cleanup=lambda: shutil.rmtree(folder, ignore_errors=True),
+        cleanup=cleanup,
     )
 
 

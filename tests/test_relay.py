@@ -10,12 +10,18 @@ import asyncio
 import gc
 import os
 import struct
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from adapters.sendcloud import EncodedOrder
+from service.buffer import Buffer, BufferClosed, BufferFull, BufferSettings
+from service.metrics import Metrics
+from service.sender import SendResult
 from service.store import AddResult, DeadLetter, NotFlusher, Settlement, StoreSettings, StoreUnavailable
 from service.store import relay as relay_module
 from service.store.relay import RelayStore, StoreHost
@@ -28,44 +34,52 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+class NoSender:
+    """The owner's Sendcloud side: these tests never let a lane flush (an hour's debounce)."""
+
+    async def reserve(self) -> None:
+        raise AssertionError("no flush in these tests")
+
+    async def send(
+        self, orders: Sequence[EncodedOrder], *, reserved: bool = False, still_mine: Callable[[], bool] | None = None
+    ) -> SendResult:
+        raise AssertionError("no flush in these tests")
+
+
 @dataclass
 class Owner:
-    """The first worker's side: its store (the file) and what its buffer was told."""
+    """The first worker's side: its store (the file), its buffer and the host, as `create_app`
+    wires them."""
 
     path: Path
     socket: str
-    store: SqliteStore
-    host: StoreHost
-    told: list[int] = field(default_factory=list)
-    running: bool = True
+    max_pending: int = 50_000
+    store: SqliteStore = field(init=False)
+    buffer: Buffer = field(init=False)
+    host: StoreHost = field(init=False)
+    running: bool = False
 
-    def changed(self, integration_ids: Iterable[int], took_over: bool) -> None:
-        assert not took_over
-        self.told += integration_ids
-
-    @classmethod
-    async def start(cls, path: Path, socket: str) -> Owner:
-        store = SqliteStore.open(path, synchronous="normal")
-        owner = cls(path, socket, store, StoreHost(store, socket))
-        store.watch(owner.changed)
-        await owner.host.start()
-        return owner
+    async def start(self) -> Owner:
+        self.store = SqliteStore.open(self.path, synchronous="normal")
+        settings = BufferSettings(debounce_seconds=3600, max_wait_seconds=3600, max_pending=self.max_pending)
+        self.buffer = Buffer(settings, NoSender(), self.store, Metrics())
+        await self.buffer.start()
+        self.host = StoreHost(self.store, self.socket, self.buffer.admit)
+        await self.host.start()
+        self.running = True
+        return self
 
     async def stop(self) -> None:
         if self.running:
             self.running = False
+            await self.buffer.close(0.1)
             await self.host.close()
             await self.store.close()
-
-    async def restart(self) -> None:
-        again = await Owner.start(self.path, self.socket)
-        self.store, self.host, self.running = again.store, again.host, True
-        again.store.watch(self.changed)
 
 
 @pytest.fixture
 async def owner(tmp_path: Path) -> AsyncIterator[Owner]:
-    started = await Owner.start(tmp_path / "state.db", str(tmp_path / "store.sock"))
+    started = await Owner(tmp_path / "state.db", str(tmp_path / "state.db.sock")).start()
     yield started
     await started.stop()
 
@@ -95,7 +109,9 @@ async def test_an_acceptors_orders_are_committed_in_the_owners_file(owner: Owner
         gc.collect()
         assert await relay.add(arrival("r0", 2)) is AddResult.COALESCED
         assert await relay.add(arrival("r0", 1)) is AddResult.STALE
-        assert owner.store.pending(7) == 20 and set(owner.told) == {7}
+        assert owner.store.pending(7) == 20
+        lane = owner.buffer.lane(7)  # the owner's buffer took them as its own: the lane's timers run
+        assert lane is not None and lane.last_activity is not None
         # the relay's reads come from the owner's snapshot
         await until(lambda: relay.pending(7) == 20)
         assert relay.lanes() == (7,) and relay.unsettled() == 20 and relay.in_flight(7) == 0
@@ -111,7 +127,7 @@ async def test_an_acceptors_orders_are_committed_in_the_owners_file(owner: Owner
         await relay.close()
     # what was answered is in the file: the owner started again reads it back
     await owner.stop()
-    await owner.restart()
+    await owner.start()
     assert owner.store.pending(7) == 20
 
 
@@ -147,7 +163,7 @@ async def test_dead_letters_and_pauses_go_to_the_owner(owner: Owner) -> None:
         assert failed is not None and failed.attempts == 1
         assert (await relay.resolve_dead_letter(1, "discarded")) is not None and await relay.dead_letter(1) is None
         await relay.set_paused(7, True)
-        assert owner.store.paused() == frozenset({7}) and owner.told == [7]
+        assert owner.store.paused() == frozenset({7})
         await until(lambda: relay.paused() == frozenset({7}))
     finally:
         await relay.close()
@@ -180,7 +196,7 @@ async def test_the_owner_gone_is_unavailable_at_once_and_back_the_relay_reconnec
         await until(lambda: not relay.available())
         with pytest.raises(StoreUnavailable, match="not running"):
             await relay.add(arrival("g2", 1))
-        await owner.restart()
+        await owner.start()
         await until(relay.available)
         assert await relay.add(arrival("g2", 1)) is AddResult.BUFFERED
         assert owner.store.pending(7) == 2
@@ -189,14 +205,104 @@ async def test_the_owner_gone_is_unavailable_at_once_and_back_the_relay_reconnec
 
 
 @pytest.mark.anyio
+async def test_the_owners_buffer_rules_hold_for_relayed_orders(tmp_path: Path) -> None:
+    """`max_pending` is the owner's to enforce (an acceptor's counts are half a second old): a
+    relayed order beyond it is `BufferFull`; once the owner's buffer is closing, `BufferClosed`
+    — the webhook answers 503 `buffer_full` / `shutting_down`, as at the owner."""
+    owner = await Owner(tmp_path / "state.db", str(tmp_path / "state.db.sock"), max_pending=2).start()
+    relay = await connected(owner.socket)
+    try:
+        assert [await relay.add(arrival(f"m{n}", 1)) for n in range(2)] == [AddResult.BUFFERED] * 2
+        assert relay.unsettled() < 2  # the snapshot has not caught up: the owner refuses all the same
+        with pytest.raises(BufferFull):
+            await relay.add(arrival("m2", 1))
+        closing = asyncio.get_running_loop().create_task(owner.buffer.close(0.5))
+        await asyncio.sleep(0)
+        with pytest.raises(BufferClosed):
+            await relay.add(arrival("m3", 1))
+        await closing
+        assert owner.store.pending(7) == 2
+    finally:
+        await relay.close()
+        await owner.stop()
+
+
+@pytest.mark.anyio
+async def test_a_call_under_way_when_the_owner_goes_fails_at_once(
+    owner: Owner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection lost with a call unanswered (the owner killed mid-commit): the call fails
+    with `StoreUnavailable` at once, not after `CALL_TIMEOUT`."""
+    relay = await connected(owner.socket)
+    stuck = asyncio.Event()
+
+    async def never(arrival: object) -> AddResult:
+        await stuck.wait()
+        return AddResult.BUFFERED
+
+    monkeypatch.setattr(owner.host, "_admit", never)
+    try:
+        call = asyncio.get_running_loop().create_task(relay.add(arrival("k1", 1)))
+        await asyncio.sleep(0.1)
+        for writer in list(owner.host._writers):
+            writer.transport.abort()  # as the kernel does for a killed process
+        began = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="went away"):
+            await call
+        assert time.monotonic() - began < 1.0
+    finally:
+        stuck.set()
+        await relay.close()
+
+
+@pytest.mark.anyio
+async def test_a_relay_answered_with_garbage_connects_anew(tmp_path: Path) -> None:
+    """Something that is not the owner's answer on the socket (another version's owner?): the
+    relay drops that connection, logs it and connects again — it never stops trying."""
+    path = str(tmp_path / "odd.sock")
+    connections = 0
+
+    async def odd(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            await reader.read(4)
+            writer.write(struct.pack(">I", 3) + b"\xc1\xc1\xc1")
+            await writer.drain()
+            await reader.read()
+        except ConnectionError:
+            pass  # the relay dropped it first
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(odd, path)
+    relay = RelayStore(path, StoreSettings())
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(relay_module, "CONNECT_WAIT", 0.2)
+    try:
+        with capture_logs() as logs:
+            await relay.connect()
+            await until(lambda: connections >= 3)
+        assert not relay.available()
+        assert "store.relay_refused" in {entry["event"] for entry in logs}
+    finally:
+        monkeypatch.undo()
+        await relay.close()
+        server.close()
+
+
+@pytest.mark.anyio
 async def test_an_owner_that_stops_answering_fails_the_call_and_the_host_survives_garbage(
     owner: Owner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A frame that is not a relay's is dropped with its connection (logged), the host goes on;
     a call the owner never answers fails after `CALL_TIMEOUT` (503), not never."""
-    _, writer = await asyncio.open_unix_connection(owner.socket)
-    writer.write(struct.pack(">I", 3) + b"\xc1\xc1\xc1")  # 0xc1: never valid MessagePack
-    await writer.drain()
+    reader, writer = await asyncio.open_unix_connection(owner.socket)
+    with capture_logs() as logs:
+        writer.write(struct.pack(">I", 3) + b"\xc1\xc1\xc1")  # 0xc1: never valid MessagePack
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 2.0) == b""  # dropped
+    assert [entry["event"] for entry in logs] == ["store.relay_refused"]
     relay = await connected(owner.socket)
     try:
         assert await relay.add(arrival("h1", 1)) is AddResult.BUFFERED
@@ -207,7 +313,7 @@ async def test_an_owner_that_stops_answering_fails_the_call_and_the_host_survive
             await stuck.wait()
             return AddResult.BUFFERED
 
-        monkeypatch.setattr(owner.store, "add", never)
+        monkeypatch.setattr(owner.host, "_admit", never)
         with pytest.raises(StoreUnavailable, match="did not answer"):
             await relay.add(arrival("h2", 1))
         stuck.set()

@@ -33,14 +33,17 @@ import contextlib
 import inspect
 import os
 import struct
+import tempfile
 import time
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import structlog
 
+from service.buffer import BufferClosed, BufferFull
 from service.dedupe import SeenDeliveries
 from service.store import (
     AddResult,
@@ -60,7 +63,16 @@ from service.store import (
 )
 from service.store.sqlite import SqliteStore
 
-__all__ = ["CALL_TIMEOUT", "CONNECT_WAIT", "SNAPSHOT_EVERY", "RelayStore", "Snapshot", "StoreHost"]
+__all__ = [
+    "CALL_TIMEOUT",
+    "CONNECT_WAIT",
+    "MAX_CALLS",
+    "SNAPSHOT_EVERY",
+    "RelayStore",
+    "Snapshot",
+    "StoreHost",
+    "socket_path",
+]
 
 _log = structlog.get_logger("order_bridge.store")
 
@@ -70,9 +82,12 @@ SNAPSHOT_EVERY = 0.5
 CALL_TIMEOUT = 10.0
 #: how long an acceptor waits for the owner at start before it serves anyway (answering 503)
 CONNECT_WAIT = 30.0
+#: calls of one acceptor the owner runs at once; it reads no more of that acceptor's until one ends
+MAX_CALLS = 512
 _RECONNECT_PAUSE = 0.2
 _MAX_FRAME = 64 * 1024 * 1024
 _LENGTH = struct.Struct(">I")
+_SOCKET_PATH_MAX = 107
 
 #: the store calls an acceptor sends to the owner (the flusher's own — take, settle, recover,
 #: prune — stay with the owner, which alone flushes)
@@ -143,6 +158,7 @@ def _methods() -> dict[str, _Method]:
 _METHODS = _methods()
 _CALL = msgspec.msgpack.Decoder(tuple[int, str, msgspec.Raw])
 _ANSWER = msgspec.msgpack.Decoder(tuple[int, bool, msgspec.Raw])
+_REFUSAL = msgspec.msgpack.Decoder(tuple[str, str])
 _ENCODER = msgspec.msgpack.Encoder()
 
 
@@ -160,31 +176,57 @@ async def _read_frame(reader: asyncio.StreamReader) -> bytes:
 
 # ------------------------------------------------------------------ the owner's side
 
+#: how the owner's refusal of a call reaches the acceptor: (kind, text) → the exception raised
+_UNAVAILABLE, _FULL, _CLOSED, _FAILED = "unavailable", "full", "closed", "failed"
+
+
+def _refusal(exc: Exception) -> tuple[str, str]:
+    """What the acceptor is told of a failed call — never an exception's text beyond the
+    store's own (it is logged there as the webhook's `cause`; a bug's text could carry data)."""
+    if isinstance(exc, BufferFull):
+        return _FULL, ""
+    if isinstance(exc, BufferClosed):
+        return _CLOSED, ""
+    if isinstance(exc, StoreUnavailable):
+        return _UNAVAILABLE, str(exc)
+    return _FAILED, f"the store's owner failed on this call ({type(exc).__name__}; see its store.relay_error)"
+
 
 class StoreHost:
     """The owner's end: answers the acceptors' store calls on a Unix socket (only the owner's
-    user may connect), calling its `SqliteStore`."""
+    user may connect), calling its `SqliteStore` — an order version through `admit` (the owner's
+    `Buffer.admit`: the same rules and lane timers as its own webhooks')."""
 
-    def __init__(self, store: SqliteStore, path: str) -> None:
+    def __init__(self, store: SqliteStore, path: str, admit: Callable[[Arrival], Awaitable[AddResult]]) -> None:
         self._store = store
         self._path = path
+        self._admit = admit
         self._server: asyncio.Server | None = None
+        self._closing = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._calls: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        folder = os.path.dirname(self._path)
+        os.makedirs(folder, mode=0o700, exist_ok=True)  # a temporary folder cleaned away meanwhile
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path)  # left by an owner that was killed
-        self._server = await asyncio.start_unix_server(self._serve, self._path)
-        os.chmod(self._path, 0o600)
+        previous = os.umask(0o177)  # the socket is the owner's user's from its first moment
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, self._path)
+        finally:
+            os.umask(previous)
         _log.info("store.hosting", socket=self._path)
 
     async def close(self) -> None:
-        """Stop answering: the acceptors' calls from now on fail (503) until an owner is back."""
+        """Answer the calls under way, refuse any more (503 at the acceptor) and stop; called
+        before the store closes."""
         if self._server is None:
             return
+        self._closing = True
         self._server.close()
-        await asyncio.gather(*self._calls, return_exceptions=True)
+        while self._calls:
+            await asyncio.gather(*list(self._calls), return_exceptions=True)
         for writer in list(self._writers):
             writer.close()
         await self._server.wait_closed()
@@ -193,32 +235,42 @@ class StoreHost:
             os.unlink(self._path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One acceptor's connection: each call runs as a task of its own (the adds of every
+        worker share the group commits), at most `MAX_CALLS` at once — beyond that the owner
+        stops reading, and the acceptor's writes wait (backpressure instead of a queue)."""
         self._writers.add(writer)
+        slots = asyncio.Semaphore(MAX_CALLS)
         try:
             while True:
                 number, method, raw = _CALL.decode(await _read_frame(reader))
+                await slots.acquire()
                 task = asyncio.get_running_loop().create_task(self._answer(writer, number, method, raw))
                 self._calls.add(task)
                 task.add_done_callback(self._calls.discard)
+                task.add_done_callback(lambda _: slots.release())
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the acceptor went away
         except (ValueError, msgspec.DecodeError) as exc:  # not a relay: drop it
-            _log.error("store.relay_refused", cause=str(exc))
+            _log.error("store.relay_refused", cause=str(exc)[:200])
         finally:
             self._writers.discard(writer)
             writer.close()
 
     async def _answer(self, writer: asyncio.StreamWriter, number: int, method: str, raw: msgspec.Raw) -> None:
         try:
+            if self._closing:
+                raise StoreUnavailable("the store's owner is stopping")
             result = await self._call(method, raw)
         except Exception as exc:  # the acceptor answers its webhook 503 with this
-            if not isinstance(exc, StoreUnavailable):
+            if not isinstance(exc, StoreUnavailable | BufferFull | BufferClosed):
                 _log.exception("store.relay_error", method=method)
-            answer: tuple[int, bool, object] = (number, False, f"{type(exc).__name__}: {exc}")
+            answer: tuple[int, bool, object] = (number, False, _refusal(exc))
         else:
             answer = (number, True, result)
         if number and not writer.is_closing():
             writer.write(_frame(answer))
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
 
     async def _call(self, method: str, raw: msgspec.Raw) -> object:
         spec = _METHODS.get(method)
@@ -233,10 +285,7 @@ class StoreHost:
             delivery = arrival.delivery_id
             if delivery is not None and store.seen_delivery(arrival.integration_id, delivery, arrival.received_at):
                 return AddResult.DUPLICATE  # taken by another worker (or the owner)
-            added = await store.add(arrival)
-            if added is AddResult.BUFFERED or added is AddResult.COALESCED:
-                store.changed_elsewhere([arrival.integration_id])
-            return added
+            return await self._admit(arrival)
         result = getattr(store, method)(**arguments)
         if inspect.isawaitable(result):
             result = await result
@@ -246,6 +295,28 @@ class StoreHost:
 
 
 # ------------------------------------------------------------------ an acceptor's side
+
+
+def _refused(kind: str, text: str) -> Exception:
+    """The exception an acceptor raises for the owner's refusal of a call: the webhook then
+    answers as the owner's own would (503 `buffer_full`, `shutting_down`, `store_unavailable`)."""
+    if kind == _FULL:
+        return BufferFull()
+    if kind == _CLOSED:
+        return BufferClosed()
+    return StoreUnavailable(text)
+
+
+def socket_path(store_file: Path) -> tuple[str, str | None]:
+    """Where the owner of `store_file` listens, and the temporary folder made for it (None when
+    none was): beside the file (`<file>.sock`, as its `<file>.lock`: a folder the service's user
+    owns and nothing cleans by age) — or, for a path too long for a Unix socket (107 bytes), in
+    a new private temporary folder."""
+    beside = os.path.abspath(str(store_file)) + ".sock"
+    if len(os.fsencode(beside)) <= _SOCKET_PATH_MAX:
+        return beside, None
+    folder = tempfile.mkdtemp(prefix="order-bridge-")
+    return os.path.join(folder, "store.sock"), folder
 
 
 class RelayStore:
@@ -265,6 +336,7 @@ class RelayStore:
         self._connected = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._waited = False
 
     # ------------------------------------------------------------ the connection
 
@@ -272,9 +344,12 @@ class RelayStore:
         """Keep a connection to the owner from now on; wait up to `CONNECT_WAIT` seconds for the
         first (the owner may still be reading its file), then serve anyway — answering 503 until
         the owner answers. Called again (the CLI connects before serving, the app's start-up
-        too), it waits for the same connection."""
+        too), it keeps the same connection and waits no more."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._stay_connected(), name="store-relay")
+        if self._waited:
+            return
+        self._waited = True
         try:
             await asyncio.wait_for(self._connected.wait(), CONNECT_WAIT)
         except TimeoutError:
@@ -307,7 +382,9 @@ class RelayStore:
                 _log.warning("store.owner_lost", socket=self.path)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        """Answers until the connection ends — or carries what is not an answer (an owner of
+        another version?): then it is dropped and made anew."""
+        try:
             while True:
                 number, ok, raw = _ANSWER.decode(await _read_frame(reader))
                 future = self._waiting.pop(number, None)
@@ -316,16 +393,26 @@ class RelayStore:
                 if ok:
                     future.set_result(raw)
                 else:
-                    future.set_exception(StoreUnavailable(msgspec.msgpack.decode(raw, type=str)))
+                    future.set_exception(_refused(*_REFUSAL.decode(raw)))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except (ValueError, msgspec.DecodeError) as exc:
+            _log.error("store.relay_refused", socket=self.path, cause=str(exc)[:200])
 
     async def _poll(self) -> None:
+        failed = False
         while True:
             try:
                 self._snapshot = await self._call(_SNAPSHOT, ())
                 self._snapshot_at = time.monotonic()
                 self._connected.set()
+                failed = False
             except StoreUnavailable:
                 pass
+            except (ValueError, msgspec.DecodeError) as exc:  # an answer of another shape
+                if not failed:
+                    _log.error("store.relay_refused", socket=self.path, cause=str(exc)[:200])
+                failed = True
             await asyncio.sleep(SNAPSHOT_EVERY)
 
     def _fail_waiting(self, why: str) -> None:
@@ -334,20 +421,26 @@ class RelayStore:
             if not future.done():
                 future.set_exception(StoreUnavailable(why))
 
-    def _send(self, method: str, arguments: Sequence[object], number: int = 0) -> None:
+    def _send(self, method: str, arguments: Sequence[object], number: int = 0) -> asyncio.StreamWriter:
         writer = self._writer
         if writer is None or writer.is_closing():
             raise StoreUnavailable("the store's owner (the first worker) is not running")
         writer.write(_frame((number, method, arguments)))
+        return writer
 
     async def _call(self, method: str, arguments: Sequence[object]) -> Any:
+        """One call, answered — or `StoreUnavailable` once the owner has not answered within
+        `CALL_TIMEOUT` (the call may still run there: every call is safe to repeat)."""
         self._number += 1
         number = self._number
         future: asyncio.Future[msgspec.Raw] = asyncio.get_running_loop().create_future()
-        self._send(method, arguments, number)
+        writer = self._send(method, arguments, number)
         self._waiting[number] = future
         try:
-            raw = await asyncio.wait_for(future, CALL_TIMEOUT)
+            async with asyncio.timeout(CALL_TIMEOUT):
+                with contextlib.suppress(ConnectionError):  # the reader fails the call
+                    await writer.drain()  # the owner reads no faster than it answers
+                raw = await future
         except TimeoutError:
             raise StoreUnavailable(f"the store's owner did not answer within {CALL_TIMEOUT:g} s") from None
         finally:
